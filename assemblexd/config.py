@@ -1,0 +1,71 @@
+"""The node's configuration: one frozen value built by the CLI (or by tests) and read everywhere."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+__all__ = ["MIB", "Config"]
+
+MIB = 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything a node is told at start. Defaults are the documented CLI defaults."""
+
+    host: str = "127.0.0.1"
+    """Address the HTTP API listens on."""
+    port: int = 4000
+    """Port of the HTTP API (and, later, of the peer protocol)."""
+    name: str | None = None
+    """Human name of this node; defaults to ``<hostname>:<port>``."""
+    data_dir: Path = Path("data")
+    """Where modules, app records, the compiled-module cache and the local store live."""
+    join: tuple[str, ...] = ()
+    """Seed URLs of other nodes to join (cluster issue)."""
+    mdns: bool = True
+    """Discover peers with zeroconf (cluster issue)."""
+    cluster_key: str | None = None
+    """Shared secret peers prove to each other (security issue)."""
+    insecure: bool = False
+    """Allow listening beyond loopback without a cluster key (security issue)."""
+    token: str | None = None
+    """Bearer token required for deploy and undeploy; None leaves them open."""
+    redis_urls: tuple[tuple[str, str], ...] = ()
+    """Redis connections for the ``redis`` host namespace as (binding, url); binding "" is the default."""
+    pool_size: int = 16
+    """Idle warm instances kept per app; more are created on demand and dropped when idle."""
+    max_instances: int = 1024
+    """Live instances (idle and busy, all apps) on this node; beyond it calls get 503."""
+    call_timeout: float = 10.0
+    """Guest execution time per call, in seconds, not counting time waiting on the host (504)."""
+    call_wall_timeout: float = 60.0
+    """Wall-clock limit per call, host waits included (504)."""
+    max_memory_mib: int = 64
+    """Linear memory per instance, in MiB."""
+    max_upload_mib: int = 64
+    """Largest module accepted by POST /deploy, in MiB (413)."""
+    max_payload_mib: int = 16
+    """Largest call payload, in MiB (413)."""
+    max_call_depth: int = 32
+    """How deep guests may call guests through the ``call`` namespace."""
+    epoch_tick_ms: float = 2.0
+    """Preemption tick: a running guest yields to the scheduler at every tick."""
+    cpu_workers: int = 0
+    """Threads that run CPU-bound guest slices; 0 means one per core."""
+    log_format: str = "text"
+    """``text`` or ``json`` (one object per line) on stderr."""
+
+    @property
+    def node_name(self) -> str:
+        if self.name:
+            return self.name
+        import socket
+
+        return f"{socket.gethostname()}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        return f"http://{host}:{self.port}"

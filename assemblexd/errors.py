@@ -1,0 +1,106 @@
+"""The daemon's exceptions.
+
+Every error a client can cause or see is an ``AssemblexError`` with an HTTP ``status`` and a
+short machine-readable ``code``; the HTTP layer turns them into
+``{"error": code, "message": text}`` in one middleware and nowhere else.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AssemblexError",
+    "BadRequest",
+    "CallTimeout",
+    "GuestError",
+    "HostError",
+    "InvalidModule",
+    "NotFound",
+    "Overloaded",
+    "PayloadTooLarge",
+    "Unauthorized",
+    "UnknownApp",
+]
+
+
+class AssemblexError(Exception):
+    """Root of every error the daemon reports to a client."""
+
+    status = 500
+    code = "internal"
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else self.code
+
+
+class BadRequest(AssemblexError):
+    """The request itself is malformed (bad multipart body, bad name, ...)."""
+
+    status = 400
+    code = "bad_request"
+
+
+class InvalidModule(BadRequest):
+    """A deployed module does not compile or does not speak waPC."""
+
+    code = "invalid_module"
+
+
+class Unauthorized(AssemblexError):
+    """A bearer token is required and missing or wrong."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class NotFound(AssemblexError):
+    """Something named in the request does not exist."""
+
+    status = 404
+    code = "not_found"
+
+
+class UnknownApp(NotFound):
+    """No app of that name is deployed."""
+
+    code = "unknown_app"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no app named {name!r} is deployed")
+        self.name = name
+
+
+class PayloadTooLarge(AssemblexError):
+    """An upload or payload is over its configured limit."""
+
+    status = 413
+    code = "too_large"
+
+
+class GuestError(AssemblexError):
+    """The guest reported an error, trapped, or broke the waPC contract."""
+
+    status = 500
+    code = "guest_error"
+
+
+class Overloaded(AssemblexError):
+    """The node will not take more work now; the client should retry later."""
+
+    status = 503
+    code = "overloaded"
+    retry_after = 1
+
+
+class CallTimeout(AssemblexError):
+    """A call ran over its guest time or wall-clock limit."""
+
+    status = 504
+    code = "timeout"
+
+
+class HostError(Exception):
+    """A host function failed; the guest sees the text through ``__host_error``.
+
+    Not an ``AssemblexError``: it never reaches a client directly, only the guest.
+    """

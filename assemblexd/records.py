@@ -1,0 +1,60 @@
+"""The app record: what the node (and later the cluster) knows about one deployed app."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+__all__ = ["DEFAULT_CAPABILITIES", "NAMESPACES", "AppRecord"]
+
+NAMESPACES = ("host", "kv", "redis", "call")
+"""Every host namespace a guest may call."""
+
+DEFAULT_CAPABILITIES = NAMESPACES
+"""Granted when a deploy names no capabilities: all of them (documented in the README)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AppRecord:
+    """One version of one app. Immutable: a redeploy makes a new record."""
+
+    name: str
+    version: int
+    sha256: str
+    size: int
+    deployed_at: float
+    """Unix time of the deploy, in seconds."""
+    origin: str
+    """Name of the node that took the deploy."""
+    capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "sha256": self.sha256,
+            "size": self.size,
+            "deployed_at": self.deployed_at,
+            "origin": self.origin,
+            "capabilities": list(self.capabilities),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AppRecord:
+        return cls(
+            name=str(data["name"]),
+            version=int(data["version"]),
+            sha256=str(data["sha256"]),
+            size=int(data["size"]),
+            deployed_at=float(data["deployed_at"]),
+            origin=str(data["origin"]),
+            capabilities=tuple(str(c) for c in data.get("capabilities", DEFAULT_CAPABILITIES)),
+        )
+
+    def encode(self) -> bytes:
+        return json.dumps(self.to_json(), sort_keys=True).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> AppRecord:
+        return cls.from_json(json.loads(raw))
