@@ -1,0 +1,68 @@
+;; spin: the payload is an ASCII decimal N; every call runs a pure CPU loop of N million
+;; iterations of a linear congruential generator over a global (which the compiler cannot
+;; drop) and answers "done". For CPU-bound benchmarks and preemption tests. Memory layout as
+;; in echo.wat.
+(module
+  (import "wapc" "__guest_request" (func $guest_request (param i32 i32)))
+  (import "wapc" "__guest_response" (func $guest_response (param i32 i32)))
+  (import "wapc" "__guest_error" (func $guest_error (param i32 i32)))
+
+  (memory (export "memory") 2)
+  (global $state (mut i32) (i32.const 1))
+
+  (data (i32.const 0) "done")
+  (data (i32.const 16) "payload must be a decimal number") ;; 32 bytes
+  (data (i32.const 64) "out of memory")          ;; 13 bytes
+  (data (i32.const 96) "operation name too long") ;; 23 bytes
+
+  ;; $ensure (grow memory to cover an address), $fail (set a guest error): as in echo.wat.
+  (func $ensure (param $end i32) (result i32)
+    (local $need i32)
+    (local.set $need
+      (i32.add (i32.shr_u (local.get $end) (i32.const 16))
+               (i32.ne (i32.and (local.get $end) (i32.const 0xffff)) (i32.const 0))))
+    (if (i32.gt_u (local.get $need) (memory.size))
+      (then
+        (if (i32.eq (memory.grow (i32.sub (local.get $need) (memory.size))) (i32.const -1))
+          (then (return (i32.const 0))))))
+    (i32.const 1))
+
+  (func $fail (param $ptr i32) (param $len i32) (result i32)
+    (call $guest_error (local.get $ptr) (local.get $len))
+    (i32.const 0))
+
+  ;; The value of the $len ASCII digits at $p (1 to 18 of them), or -1.
+  (func $atoi (param $p i32) (param $len i32) (result i64)
+    (local $n i64) (local $digit i32)
+    (if (i32.or (i32.eqz (local.get $len)) (i32.gt_u (local.get $len) (i32.const 18)))
+      (then (return (i64.const -1))))
+    (loop $next
+      (local.set $digit (i32.sub (i32.load8_u (local.get $p)) (i32.const 0x30)))
+      (if (i32.gt_u (local.get $digit) (i32.const 9)) (then (return (i64.const -1))))
+      (local.set $n (i64.add (i64.mul (local.get $n) (i64.const 10))
+                             (i64.extend_i32_u (local.get $digit))))
+      (local.set $p (i32.add (local.get $p) (i32.const 1)))
+      (br_if $next (local.tee $len (i32.sub (local.get $len) (i32.const 1)))))
+    (local.get $n))
+
+  (func (export "__guest_call") (param $op_len i32) (param $msg_len i32) (result i32)
+    (local $left i64)
+    (if (i32.gt_u (local.get $op_len) (i32.const 64512))
+      (then (return (call $fail (i32.const 96) (i32.const 23)))))
+    (if (i32.eqz (call $ensure (i32.add (i32.const 65536) (local.get $msg_len))))
+      (then (return (call $fail (i32.const 64) (i32.const 13)))))
+    (call $guest_request (i32.const 1024) (i32.const 65536))
+    (local.set $left (call $atoi (i32.const 65536) (local.get $msg_len)))
+    (if (i64.lt_s (local.get $left) (i64.const 0))
+      (then (return (call $fail (i32.const 16) (i32.const 32)))))
+    (local.set $left (i64.mul (local.get $left) (i64.const 1000000)))
+    (block $finished
+      (loop $spin
+        (br_if $finished (i64.eqz (local.get $left)))
+        (global.set $state
+          (i32.add (i32.mul (global.get $state) (i32.const 1103515245)) (i32.const 12345)))
+        (local.set $left (i64.sub (local.get $left) (i64.const 1)))
+        (br $spin)))
+    (call $guest_response (i32.const 0) (i32.const 4))
+    (i32.const 1))
+)
