@@ -1,0 +1,691 @@
+"""wasmtime's async C API, reached through wasmtime-py's private ctypes bindings.
+
+Theory of operation
+-------------------
+Every use of ``wasmtime._ffi`` in the project lives in this module (DESIGN.md: the bindings are
+private API, pinned to one major version of wasmtime).
+
+* One :class:`Engine` per node, with epoch interruption on. A daemon thread (:class:`EpochTicker`)
+  increments the epoch every tick while any guest is running; every store is set to *yield* to
+  its poller at each tick (``epoch_deadline_async_yield_and_update``), so no guest can hold a
+  thread for longer than one tick between two chances for the scheduler to look at it.
+* A waPC call is a :class:`CallFuture` (``wasmtime_func_call_async``): each :meth:`poll` runs the
+  guest on its own fiber until it returns, yields at an epoch tick, or suspends in an async host
+  function. ctypes releases the GIL around a poll, so guests polled from several OS threads run
+  in parallel.
+* ``__host_call`` is an *async* host function: its callback only records the request on the
+  current :class:`Invocation` and hands wasmtime a continuation that says "not yet" until the
+  scheduler has run the host operation on the asyncio loop and stored the outcome. The guest
+  holds no OS thread meanwhile.
+* The other eight waPC imports are synchronous, defined with the unchecked (raw values) API,
+  which is the cheapest way into Python that wasmtime offers.
+* Host callbacks find their invocation in a thread-local set right before each poll: a thread
+  polls one future at a time, and the guest's fiber runs on the polling thread.
+* ctypes callback objects are module globals: wasmtime may call them for the life of the
+  process, and a collected callback is a crash.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import time
+from collections.abc import Callable, Sequence
+from ctypes import POINTER, byref, c_bool, c_int32, c_size_t, c_uint8, c_uint64, c_void_p
+from dataclasses import dataclass
+from typing import Any
+
+import wasmtime
+from wasmtime import _ffi as ffi
+
+__all__ = [
+    "HOST_IMPORTS",
+    "WASMTIME_VERSION",
+    "CallFuture",
+    "CompiledModule",
+    "Engine",
+    "Instance",
+    "Invocation",
+    "ModuleError",
+    "WasmTrap",
+]
+
+WASMTIME_VERSION: str = getattr(wasmtime, "__version__", "") or "50"
+
+_dll = ffi.dll
+
+
+def _proto(name: str, restype: Any, *argtypes: Any) -> Any:
+    """A fresh foreign function for ``name`` with our own (cheaper) argument types."""
+    return ctypes.CFUNCTYPE(restype, *argtypes)((name, _dll))
+
+
+# Hot-path functions, declared with plain integers (addresses) as arguments.
+_poll = _proto("wasmtime_call_future_poll", c_bool, c_void_p)
+_future_delete = _proto("wasmtime_call_future_delete", None, c_void_p)
+_memory_data = _proto("wasmtime_memory_data", c_void_p, c_void_p, c_void_p)
+_memory_data_size = _proto("wasmtime_memory_data_size", c_size_t, c_void_p, c_void_p)
+_trap_new = _proto("wasmtime_trap_new", c_void_p, ctypes.c_char_p, c_size_t)
+_func_call_async = _proto(
+    "wasmtime_func_call_async",
+    c_void_p,
+    c_void_p,  # context
+    c_void_p,  # func
+    c_void_p,  # args
+    c_size_t,
+    c_void_p,  # results
+    c_size_t,
+    c_void_p,  # trap_ret
+    c_void_p,  # error_ret
+)
+_pre_instantiate_async = _proto(
+    "wasmtime_instance_pre_instantiate_async",
+    c_void_p,
+    c_void_p,  # instance_pre
+    c_void_p,  # context
+    c_void_p,  # instance out
+    c_void_p,  # trap_ret
+    c_void_p,  # error_ret
+)
+_set_epoch_deadline = _proto("wasmtime_context_set_epoch_deadline", None, c_void_p, c_uint64)
+# async.h declares a wasmtime_error_t* result, but the implementation returns nothing:
+# reading that result would free garbage.
+_epoch_yield_and_update = _proto(
+    "wasmtime_context_epoch_deadline_async_yield_and_update", None, c_void_p, c_uint64
+)
+
+_I32 = c_int32
+_VAL_SIZE = ctypes.sizeof(ffi.wasmtime_val_t)
+_VAL_OF = ffi.wasmtime_val_t.of.offset
+_RAW_SIZE = ctypes.sizeof(ffi.wasmtime_val_raw_t)
+_RAW_STRIDE = _RAW_SIZE // 4  # in i32 slots
+
+
+class ModuleError(Exception):
+    """A module does not compile, or does not fit the waPC host."""
+
+
+class WasmTrap(Exception):
+    """A guest trapped (or wasmtime reported an error) while running.
+
+    ``exit_code`` is set when the trap is a WASI ``proc_exit``.
+    """
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# --------------------------------------------------------------------------------------------
+# Invocations: the state host callbacks work on.
+
+
+class Invocation:
+    """State of one run of guest code on one instance: a waPC call, or the init functions.
+
+    Host callbacks read and write it; the scheduler reads ``host_request`` after each poll.
+    """
+
+    __slots__ = (
+        "cancelled",
+        "cpu_time",
+        "guest_error",
+        "host_done",
+        "host_error",
+        "host_ok",
+        "host_request",
+        "host_response",
+        "host_results_addr",
+        "instance",
+        "logs",
+        "op",
+        "payload",
+        "response",
+    )
+
+    def __init__(self, instance: Instance, op: bytes = b"", payload: bytes = b"") -> None:
+        self.instance = instance
+        self.op = op
+        self.payload = payload
+        self.response: bytes | None = None
+        self.guest_error: bytes | None = None
+        self.host_response = b""
+        self.host_error = b""
+        # An async host call in flight: (binding, namespace, operation, payload).
+        self.host_request: tuple[str, str, str, bytes] | None = None
+        self.host_done = False
+        self.host_ok = False
+        self.host_results_addr = 0
+        self.cpu_time = 0.0
+        self.cancelled = False
+        self.logs: list[bytes] | None = None
+
+    def complete_host_call(self, ok: bool, data: bytes) -> None:
+        """Store the outcome of ``host_request``; the next poll resumes the guest with it."""
+        if ok:
+            self.host_response, self.host_error = data, b""
+        else:
+            self.host_response, self.host_error = b"", data
+        self.host_ok = ok
+        self.host_done = True
+
+
+_tls = threading.local()
+_log_sink: list[Callable[[Instance, bytes], None]] = []
+
+
+def set_log_sink(sink: Callable[[Instance, bytes], None]) -> None:
+    """Where ``__console_log`` lines go (one process-wide sink; the node sets it)."""
+    _log_sink[:] = [sink]
+
+
+# --------------------------------------------------------------------------------------------
+# The waPC imports.
+
+
+def _trap(message: str) -> int:
+    raw = message.encode()
+    return int(_trap_new(raw, len(raw)) or 0)
+
+
+# The engine is configured so that linear memories never move (``memory_may_move`` off): an
+# instance's memory base is read once, and a callback only asks for the current size, which
+# is what keeps every guest pointer inside the guest's own memory.
+
+
+def _read(inv: Invocation, ptr: int, length: int) -> bytes:
+    inst = inv.instance
+    ptr &= 0xFFFFFFFF
+    length &= 0xFFFFFFFF
+    if ptr + length > _memory_data_size(inst.ctx, inst.memory_addr):
+        raise IndexError(f"guest pointer out of bounds: {ptr}+{length}")
+    return ctypes.string_at(inst.memory_base + ptr, length)
+
+
+def _write(inv: Invocation, ptr: int, data: bytes) -> None:
+    inst = inv.instance
+    ptr &= 0xFFFFFFFF
+    if ptr + len(data) > _memory_data_size(inst.ctx, inst.memory_addr):
+        raise IndexError(f"guest pointer out of bounds: {ptr}+{len(data)}")
+    ctypes.memmove(inst.memory_base + ptr, data, len(data))
+
+
+_RawCallback = ctypes.CFUNCTYPE(c_size_t, c_void_p, c_void_p, POINTER(c_int32), c_size_t)
+
+
+def _raw_import(fn: Callable[[Invocation, Any], int | None]) -> Any:
+    """Wrap ``fn(inv, vals)`` as an unchecked wasmtime callback; exceptions become traps."""
+
+    def callback(_env: int, _caller: int, vals: Any, _n: int) -> int:
+        try:
+            inv: Invocation = _tls.inv
+            result = fn(inv, vals)
+            if result is not None:
+                vals[0] = result
+            return 0
+        except Exception as exc:  # noqa: BLE001 - every failure of a host import is a trap
+            return _trap(f"waPC host: {exc}")
+
+    return _RawCallback(callback)
+
+
+S = _RAW_STRIDE
+
+
+def _guest_request(inv: Invocation, v: Any) -> None:
+    _write(inv, v[0], inv.op)
+    _write(inv, v[S], inv.payload)
+
+
+def _guest_response(inv: Invocation, v: Any) -> None:
+    inv.response = _read(inv, v[0], v[S])
+
+
+def _guest_error(inv: Invocation, v: Any) -> None:
+    inv.guest_error = _read(inv, v[0], v[S])
+
+
+def _host_response_len(inv: Invocation, _v: Any) -> int:
+    return len(inv.host_response)
+
+
+def _host_response(inv: Invocation, v: Any) -> None:
+    _write(inv, v[0], inv.host_response)
+
+
+def _host_error_len(inv: Invocation, _v: Any) -> int:
+    return len(inv.host_error)
+
+
+def _host_error(inv: Invocation, v: Any) -> None:
+    _write(inv, v[0], inv.host_error)
+
+
+def _console_log(inv: Invocation, v: Any) -> None:
+    line = _read(inv, v[0], v[S])
+    for sink in _log_sink:
+        sink(inv.instance, line)
+
+
+_SYNC_IMPORTS: dict[str, tuple[int, int, Any]] = {
+    # name: (params, results, callback)
+    "__guest_request": (2, 0, _raw_import(_guest_request)),
+    "__guest_response": (2, 0, _raw_import(_guest_response)),
+    "__guest_error": (2, 0, _raw_import(_guest_error)),
+    "__host_response_len": (0, 1, _raw_import(_host_response_len)),
+    "__host_response": (1, 0, _raw_import(_host_response)),
+    "__host_error_len": (0, 1, _raw_import(_host_error_len)),
+    "__host_error": (1, 0, _raw_import(_host_error)),
+    "__console_log": (2, 0, _raw_import(_console_log)),
+}
+
+HOST_IMPORTS = (*_SYNC_IMPORTS, "__host_call")
+"""Every ``wapc`` import the host offers."""
+
+_ContinuationCallback = ctypes.CFUNCTYPE(c_bool, c_void_p)
+_AsyncCallback = ctypes.CFUNCTYPE(
+    None, c_void_p, c_void_p, POINTER(c_int32), c_size_t, c_void_p, c_size_t, c_void_p, c_void_p
+)
+_VAL_I32 = _VAL_SIZE // 4
+_OF_I32 = _VAL_OF // 4
+
+
+def _host_call_continue(_env: int) -> bool:
+    inv: Invocation = _tls.inv
+    if not inv.host_done:
+        return False
+    if inv.host_results_addr:
+        c_int32.from_address(inv.host_results_addr + _VAL_OF).value = 1 if inv.host_ok else 0
+    inv.host_results_addr = 0
+    inv.host_request = None
+    inv.host_done = False
+    return True
+
+
+_HOST_CALL_CONTINUE = _ContinuationCallback(_host_call_continue)
+_NULL_FINALIZER = ctypes.cast(None, ctypes.CFUNCTYPE(None, c_void_p))
+_CONTINUATION = ffi.wasmtime_async_continuation_t(
+    ctypes.cast(_HOST_CALL_CONTINUE, ffi.wasmtime_func_async_continuation_callback_t),
+    None,
+    _NULL_FINALIZER,
+)
+_CONTINUATION_SIZE = ctypes.sizeof(_CONTINUATION)
+
+
+def _host_call(
+    _env: int,
+    _caller: int,
+    args: Any,
+    _nargs: int,
+    results: int,
+    _nresults: int,
+    trap_ret: int,
+    continuation_ret: int,
+) -> None:
+    inv: Invocation = _tls.inv
+    try:
+        a = [args[i * _VAL_I32 + _OF_I32] for i in range(8)]
+        binding = _read(inv, a[0], a[1]).decode("utf-8", "replace")
+        namespace = _read(inv, a[2], a[3]).decode("utf-8", "replace")
+        operation = _read(inv, a[4], a[5]).decode("utf-8", "replace")
+        payload = _read(inv, a[6], a[7])
+        inv.host_response = b""
+        inv.host_error = b""
+        inv.host_request = (binding, namespace, operation, payload)
+        inv.host_done = False
+        inv.host_results_addr = results
+        ctypes.memmove(continuation_ret, byref(_CONTINUATION), _CONTINUATION_SIZE)
+    except Exception as exc:  # noqa: BLE001 - becomes a trap
+        c_void_p.from_address(trap_ret).value = _trap(f"waPC host: {exc}")
+        ctypes.memmove(continuation_ret, byref(_CONTINUATION), _CONTINUATION_SIZE)
+        inv.host_request = None
+        inv.host_results_addr = 0
+        inv.host_done = True
+        inv.host_ok = False
+
+
+_HOST_CALL = _AsyncCallback(_host_call)
+
+
+# --------------------------------------------------------------------------------------------
+# Engine, epoch ticker, modules.
+
+
+class EpochTicker:
+    """Increments the engine's epoch every tick, from its own OS thread, while guests run.
+
+    An asyncio task could not do this: while the loop thread is inside a poll it cannot tick.
+    When no guest is running the thread sleeps on an event, so an idle node costs nothing.
+    """
+
+    def __init__(self, engine: wasmtime.Engine, tick: float) -> None:
+        self._engine = engine
+        self._tick = tick
+        self._lock = threading.Lock()
+        self._running = 0
+        self._busy = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="assemblex-epoch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        increment = self._engine.increment_epoch
+        while not self._stop:
+            self._busy.wait()
+            time.sleep(self._tick)
+            increment()
+
+    def enter(self) -> None:
+        with self._lock:
+            self._running += 1
+            if self._running == 1:
+                self._busy.set()
+
+    def leave(self) -> None:
+        with self._lock:
+            self._running -= 1
+            if self._running == 0:
+                self._busy.clear()
+
+    def close(self) -> None:
+        self._stop = True
+        self._busy.set()
+        self._thread.join(timeout=1)
+
+
+def _functype(params: int, results: int) -> wasmtime.FuncType:
+    i32 = wasmtime.ValType.i32()
+    return wasmtime.FuncType([i32] * params, [i32] * results)
+
+
+class Engine:
+    """The node's wasmtime engine and the linker that offers the waPC host to every module."""
+
+    def __init__(self, tick: float = 0.002) -> None:
+        config = wasmtime.Config()
+        config.epoch_interruption = True
+        config.memory_may_move = False
+        self.engine = wasmtime.Engine(config)
+        self.linker = wasmtime.Linker(self.engine)
+        self.linker.define_wasi()
+        lp = self.linker.ptr()
+        for name, (params, results, cb) in _SYNC_IMPORTS.items():
+            ty = _functype(params, results)
+            self._check(
+                ffi.wasmtime_linker_define_func_unchecked(
+                    lp, *_str("wapc"), *_str(name), ty.ptr(),
+                    ctypes.cast(cb, ffi.wasmtime_func_unchecked_callback_t), None, _NULL_FINALIZER,
+                )
+            )
+        ty = _functype(8, 1)
+        self._check(
+            ffi.wasmtime_linker_define_async_func(
+                lp, *_str("wapc"), *_str("__host_call"), ty.ptr(),
+                ctypes.cast(_HOST_CALL, ffi.wasmtime_func_async_callback_t), None, _NULL_FINALIZER,
+            )
+        )
+        self.ticker = EpochTicker(self.engine, tick)
+
+    @staticmethod
+    def _check(err: Any) -> None:
+        if err:
+            raise ModuleError(wasmtime.WasmtimeError._from_ptr(err).message)
+
+    def compile(self, wasm: bytes) -> CompiledModule:
+        """Compile and check a module against the waPC host. Raises ModuleError. Blocks."""
+        try:
+            module = wasmtime.Module(self.engine, wasm)
+        except wasmtime.WasmtimeError as exc:
+            raise ModuleError(f"module does not compile: {_first_line(exc)}") from exc
+        return self._prepare(module)
+
+    def deserialize(self, data: bytes) -> CompiledModule:
+        """Load a module this engine serialized. Raises ModuleError (e.g. a stale cache)."""
+        try:
+            module = wasmtime.Module.deserialize(self.engine, data)
+        except wasmtime.WasmtimeError as exc:
+            raise ModuleError(f"cached module rejected: {_first_line(exc)}") from exc
+        return self._prepare(module)
+
+    def _prepare(self, module: wasmtime.Module) -> CompiledModule:
+        exports = {e.name: e.type for e in module.exports}
+        guest_call = exports.get("__guest_call")
+        if guest_call is None:
+            raise ModuleError("module does not export __guest_call")
+        if not isinstance(guest_call, wasmtime.FuncType) or (
+            [str(p) for p in guest_call.params],
+            [str(r) for r in guest_call.results],
+        ) != (["i32", "i32"], ["i32"]):
+            raise ModuleError("__guest_call must be a function (i32, i32) -> i32")
+        if not isinstance(exports.get("memory"), wasmtime.MemoryType):
+            raise ModuleError("module does not export a memory named 'memory'")
+        for name in ("_initialize", "_start", "wapc_init"):
+            ty = exports.get(name)
+            if ty is not None and (
+                not isinstance(ty, wasmtime.FuncType) or list(ty.params) or list(ty.results)
+            ):
+                raise ModuleError(f"{name} must be a function with no parameters and no results")
+        imports = [(i.module, i.name or "") for i in module.imports]
+        for mod, name in imports:
+            if mod == "wapc" and name not in HOST_IMPORTS:
+                raise ModuleError(f"module imports wapc.{name}, which the host does not offer")
+            if mod not in ("wapc", "wasi_snapshot_preview1"):
+                raise ModuleError(f"module imports {mod}.{name}, which the host does not offer")
+        pre = POINTER(ffi.wasmtime_instance_pre_t)()
+        err = ffi.wasmtime_linker_instantiate_pre(self.linker.ptr(), module.ptr(), byref(pre))
+        if err:
+            message = wasmtime.WasmtimeError._from_ptr(err).message
+            raise ModuleError(f"module cannot link against the host: {_first_line(message)}")
+        wasi = any(mod == "wasi_snapshot_preview1" for mod, _ in imports)
+        inits = tuple(n for n in ("_initialize", "_start", "wapc_init") if n in exports)
+        return CompiledModule(module, pre, wasi, inits)
+
+    def close(self) -> None:
+        self.ticker.close()
+
+
+def _str(s: str) -> tuple[Any, int]:
+    raw = s.encode()
+    return ctypes.create_string_buffer(raw, len(raw)), len(raw)
+
+
+def _first_line(exc: object) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+@dataclass(eq=False)
+class CompiledModule:
+    """A compiled module, ready to be instantiated cheaply (an ``InstancePre``)."""
+
+    module: wasmtime.Module
+    pre: Any
+    wasi: bool
+    init_functions: tuple[str, ...]
+
+    def serialize(self) -> bytes:
+        return bytes(self.module.serialize())
+
+    def __del__(self) -> None:
+        pre, self.pre = self.pre, None
+        if pre:
+            ffi.wasmtime_instance_pre_delete(pre)
+
+
+# --------------------------------------------------------------------------------------------
+# Instances and calls.
+
+
+class CallFuture:
+    """One async call into wasm (or instantiation). Poll until done, then ``finish()``."""
+
+    __slots__ = ("_error", "_keep", "_ptr", "_results", "_trap", "invocation")
+
+    def __init__(self, invocation: Invocation) -> None:
+        self.invocation = invocation
+        self._trap = c_void_p()
+        self._error = c_void_p()
+        self._results = (ffi.wasmtime_val_t * 1)()
+        self._ptr = 0
+        self._keep: tuple[Any, ...] = ()
+
+    def poll(self) -> bool:
+        """Run the guest until it finishes (True), yields or waits on the host (False).
+
+        Blocks the calling thread for at most about one epoch tick of guest execution.
+        """
+        _tls.inv = self.invocation
+        t0 = time.perf_counter()
+        try:
+            return bool(_poll(self._ptr))
+        finally:
+            self.invocation.cpu_time += time.perf_counter() - t0
+
+    def finish(self) -> int:
+        """Release the future; return the i32 result, or raise WasmTrap."""
+        self.close()
+        if self._trap.value:
+            trap = wasmtime.Trap._from_ptr(ctypes.cast(self._trap.value, POINTER(ffi.wasm_trap_t)))
+            raise WasmTrap(_trap_message(trap.message))
+        if self._error.value:
+            # _from_ptr answers an ExitTrap for a WASI proc_exit, else a WasmtimeError.
+            error = wasmtime.WasmtimeError._from_ptr(
+                ctypes.cast(self._error.value, POINTER(ffi.wasmtime_error_t))
+            )
+            if isinstance(error, wasmtime.ExitTrap):
+                raise WasmTrap(f"guest exited with code {error.code}", exit_code=error.code)
+            raise WasmTrap(_trap_message(str(error)))
+        return int(self._results[0].of.i32)
+
+    def close(self) -> None:
+        """Delete the future (cancels the call if it has not finished). Idempotent."""
+        ptr, self._ptr = self._ptr, 0
+        if ptr:
+            _future_delete(ptr)
+
+
+def _trap_message(message: str) -> str:
+    """The reason of a trap, without wasmtime's backtrace.
+
+    wasmtime formats a trap as "error while executing at wasm backtrace: <frames>" followed by
+    "Caused by: <reason>"; the reason is what a user needs.
+    """
+    text = message.strip()
+    if "Caused by:" in text:
+        text = text.split("Caused by:", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else "trap"
+
+
+class Instance:
+    """One instance of a module in its own store, with its limits. Not shared between calls."""
+
+    __slots__ = (
+        "__weakref__",
+        "_args",
+        "_guest_call",
+        "_memory",
+        "compiled",
+        "ctx",
+        "instance",
+        "memory_addr",
+        "memory_base",
+        "poisoned",
+        "store",
+        "tag",
+    )
+
+    def __init__(self, engine: Engine, compiled: CompiledModule, max_memory: int, tag: Any) -> None:
+        self.compiled = compiled
+        self.tag = tag
+        self.store = wasmtime.Store(engine.engine)
+        self.store.set_limits(memory_size=max_memory)
+        if compiled.wasi:
+            self.store.set_wasi(wasmtime.WasiConfig())
+        self.ctx = ctypes.cast(self.store._context(), c_void_p).value or 0
+        _epoch_yield_and_update(self.ctx, 1)
+        self.instance = ffi.wasmtime_instance_t()
+        self._memory = ffi.wasmtime_extern_t()
+        self.memory_addr = 0
+        self.memory_base = 0
+        self._guest_call = ffi.wasmtime_extern_t()
+        self._args = (ffi.wasmtime_val_t * 2)()
+        self._args[0].kind = ffi.WASMTIME_I32
+        self._args[1].kind = ffi.WASMTIME_I32
+        self.poisoned = False
+
+    def rearm(self) -> None:
+        """Give the guest a fresh tick before it runs again (after a host wait)."""
+        _set_epoch_deadline(self.ctx, 1)
+
+    def instantiate(self) -> CallFuture:
+        """Start instantiating; when the future finishes, call :meth:`bind`."""
+        fut = CallFuture(Invocation(self))
+        _set_epoch_deadline(self.ctx, 1)
+        fut._ptr = _pre_instantiate_async(
+            ctypes.cast(self.compiled.pre, c_void_p).value,
+            self.ctx,
+            ctypes.addressof(self.instance),
+            ctypes.addressof(fut._trap),
+            ctypes.addressof(fut._error),
+        )
+        return fut
+
+    def bind(self) -> None:
+        """Look up the exports a call needs (after instantiation finished)."""
+        ctx = self.store._context()
+        for name, ext in (("memory", self._memory), ("__guest_call", self._guest_call)):
+            raw = name.encode()
+            if not ffi.wasmtime_instance_export_get(ctx, byref(self.instance), raw, len(raw), byref(ext)):
+                raise ModuleError(f"instance has no export {name}")
+        self.memory_addr = ctypes.addressof(self._memory.of.memory)
+        self.memory_base = _memory_data(self.ctx, self.memory_addr) or 0
+
+    def call_function(self, name: str) -> CallFuture:
+        """Start a call of an exported ``() -> ()`` function (the init functions)."""
+        ext = ffi.wasmtime_extern_t()
+        raw = name.encode()
+        if not ffi.wasmtime_instance_export_get(
+            self.store._context(), byref(self.instance), raw, len(raw), byref(ext)
+        ):
+            raise ModuleError(f"instance has no export {name}")
+        fut = CallFuture(Invocation(self))
+        fut._keep = (ext,)
+        _set_epoch_deadline(self.ctx, 1)
+        fut._ptr = _func_call_async(
+            self.ctx, ctypes.addressof(ext.of.func), None, 0, None, 0,
+            ctypes.addressof(fut._trap), ctypes.addressof(fut._error),
+        )
+        return fut
+
+    def guest_call(self, op: bytes, payload: bytes) -> CallFuture:
+        """Start ``__guest_call(len(op), len(payload))``."""
+        fut = CallFuture(Invocation(self, op, payload))
+        args = self._args
+        args[0].of.i32 = len(op)
+        args[1].of.i32 = len(payload)
+        _set_epoch_deadline(self.ctx, 1)
+        fut._ptr = _func_call_async(
+            self.ctx,
+            ctypes.addressof(self._guest_call.of.func),
+            ctypes.addressof(args),
+            2,
+            ctypes.addressof(fut._results),
+            1,
+            ctypes.addressof(fut._trap),
+            ctypes.addressof(fut._error),
+        )
+        return fut
+
+    def close(self) -> None:
+        """Free the store (and with it the instance and its memory) now."""
+        self.memory_addr = 0
+        self.memory_base = 0
+        self.store.close()
+
+    def memory_size(self) -> int:
+        return int(_memory_data_size(self.ctx, self.memory_addr)) if self.memory_addr else 0
+
+
+def exports_of(wasm: bytes) -> Sequence[str]:
+    """Names a module exports (diagnostics)."""
+    return [e.name for e in wasmtime.Module(wasmtime.Engine(), wasm).exports]

@@ -1,0 +1,246 @@
+"""The host side of ``__host_call``: the namespaces a guest may call.
+
+| namespace | binding | operations |
+|---|---|---|
+| ``host`` | any | ``echo`` (payload back), ``sleep`` (payload = ASCII milliseconds) |
+| ``kv`` | the key | ``get``, ``set``, ``del``, ``incr`` on this node's store, scoped to the app |
+| ``redis`` | ``""`` or a connection name | a Redis command |
+| ``call`` | an app name | an operation of that app |
+
+Every failure reaches the guest as a host error text (:class:`~assemblexd.errors.HostError`),
+never as an exception of the node. Details and choices: docs/host-functions.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+import msgpack
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from .errors import AssemblexError, HostError
+from .records import AppRecord
+from .scheduler import HostHandler
+
+__all__ = ["MAX_SLEEP_MS", "Host", "KVStore"]
+
+log = logging.getLogger(__name__)
+
+MAX_SLEEP_MS = 60_000
+"""``host.sleep`` is capped at this many milliseconds."""
+
+# Redis commands whose single argument is the raw payload (the original benchmark's GET).
+ONE_ARGUMENT = frozenset(
+    "GET INCR DECR DEL EXISTS TTL PTTL STRLEN LLEN SCARD HGETALL HKEYS HVALS HLEN SMEMBERS "
+    "TYPE PERSIST LPOP RPOP GETDEL UNLINK ZCARD KEYS DUMP".split()
+)
+# Commands that change the connection's state, block it, or administer the server.
+DENIED = frozenset(
+    "SUBSCRIBE PSUBSCRIBE SSUBSCRIBE UNSUBSCRIBE PUNSUBSCRIBE MONITOR SHUTDOWN DEBUG CONFIG "
+    "SYNC PSYNC REPLICAOF SLAVEOF CLIENT MULTI EXEC DISCARD WATCH UNWATCH SELECT QUIT RESET "
+    "AUTH HELLO BLPOP BRPOP BLMOVE BRPOPLPUSH BZPOPMIN BZPOPMAX BLMPOP BZMPOP XREAD XREADGROUP "
+    "WAIT WAITAOF FLUSHALL FLUSHDB SAVE BGSAVE BGREWRITEAOF MODULE ACL SCRIPT FUNCTION FAILOVER "
+    "CLUSTER READONLY READWRITE MIGRATE".split()
+)
+
+
+class KVStore(Protocol):
+    """What the ``kv`` namespace needs of a store (the local one now, the replicated one later)."""
+
+    def get(self, key: str) -> bytes | None: ...
+    def set(self, key: str, value: bytes) -> None: ...
+    def delete(self, key: str) -> None: ...
+    def incr(self, key: str, n: int = 1) -> int: ...
+    def value(self, key: str) -> int: ...
+
+
+CallApp = Callable[[str, str, bytes, int], Awaitable[bytes]]
+"""``await call_app(app, operation, payload, depth)``: the node's own call path."""
+
+
+class Host:
+    """Host functions of one node; :meth:`handler` binds them to one caller."""
+
+    def __init__(
+        self,
+        kv: KVStore,
+        call_app: CallApp,
+        redis_urls: Mapping[str, str],
+        max_call_depth: int,
+        on_host_call: Callable[[str], None] | None = None,
+    ) -> None:
+        self._kv = kv
+        self._call_app = call_app
+        self._redis_urls = dict(redis_urls)
+        self._redis: dict[str, aioredis.Redis] = {}
+        self._max_depth = max_call_depth
+        self._on_host_call = on_host_call
+
+    async def close(self) -> None:
+        for client in self._redis.values():
+            await client.aclose()
+        self._redis.clear()
+
+    def handler(self, record: AppRecord, depth: int) -> HostHandler:
+        """The ``__host_call`` handler for a guest of ``record`` at call depth ``depth``."""
+        capabilities = frozenset(record.capabilities)
+        app = record.name
+
+        async def handle(binding: str, namespace: str, operation: str, payload: bytes) -> bytes:
+            if self._on_host_call is not None:
+                self._on_host_call(namespace)
+            if namespace not in capabilities:
+                if namespace in NAMESPACE_HANDLERS:
+                    raise HostError(f"capability not granted: {namespace}")
+                raise HostError(f"unknown namespace: {namespace}")
+            return await NAMESPACE_HANDLERS[namespace](
+                self, app, depth, binding, operation, payload
+            )
+
+        return handle
+
+    # -- host -----------------------------------------------------------------------------
+
+    async def _host(self, app: str, depth: int, binding: str, op: str, payload: bytes) -> bytes:
+        if op == "echo":
+            return payload
+        if op == "sleep":
+            try:
+                ms = int(payload.decode("ascii"))
+            except (UnicodeDecodeError, ValueError):
+                raise HostError("host.sleep: payload must be milliseconds in ASCII digits") from None
+            if ms < 0:
+                raise HostError("host.sleep: milliseconds must not be negative")
+            await asyncio.sleep(min(ms, MAX_SLEEP_MS) / 1000)
+            return payload
+        raise HostError(f"unknown operation: host.{op}")
+
+    # -- kv -------------------------------------------------------------------------------
+
+    async def _kv(self, app: str, depth: int, key: str, op: str, payload: bytes) -> bytes:
+        if not key:
+            raise HostError("kv: the binding must name a key")
+        scoped = f"app/{app}/{key}"
+        if op == "get":
+            value = self._kv.get(scoped)
+            if value is not None:
+                return value
+            count = self._kv.value(scoped)
+            if count:
+                return str(count).encode()
+            raise HostError(f"kv: no value for key {key!r}")
+        if op == "set":
+            self._kv.set(scoped, payload)
+            return b""
+        if op == "del":
+            self._kv.delete(scoped)
+            return b""
+        if op == "incr":
+            try:
+                n = int(payload.decode("ascii")) if payload else 1
+            except (UnicodeDecodeError, ValueError):
+                raise HostError("kv.incr: payload must be an ASCII integer") from None
+            if n < 0:
+                raise HostError("kv.incr: counters only grow; the increment must be >= 0")
+            return str(self._kv.incr(scoped, n)).encode()
+        raise HostError(f"unknown operation: kv.{op}")
+
+    # -- redis ----------------------------------------------------------------------------
+
+    def _redis_client(self, binding: str) -> aioredis.Redis:
+        client = self._redis.get(binding)
+        if client is not None:
+            return client
+        url = self._redis_urls.get(binding)
+        if url is None:
+            if binding:
+                raise HostError(f"redis: no connection named {binding!r}")
+            raise HostError("redis: no Redis configured (start the node with --redis-url)")
+        client = aioredis.Redis.from_url(
+            url, socket_timeout=5, socket_connect_timeout=2, max_connections=256
+        )
+        # Raw replies: SET answers b"OK", not True.
+        client.response_callbacks.clear()
+        self._redis[binding] = client
+        return client
+
+    async def _redis_call(
+        self, app: str, depth: int, binding: str, op: str, payload: bytes
+    ) -> bytes:
+        command = op.upper()
+        if not command.isascii() or not command.replace("_", "").isalnum():
+            raise HostError(f"redis: bad command name {op!r}")
+        if command in DENIED:
+            raise HostError(f"redis: command {command} is not allowed")
+        args: list[Any]
+        if not payload:
+            args = []
+        elif command in ONE_ARGUMENT:
+            args = [payload]
+        else:
+            try:
+                args = msgpack.unpackb(payload, raw=True)
+            except Exception:  # noqa: BLE001 - any undecodable payload
+                args = None  # type: ignore[assignment]
+            if not isinstance(args, list) or not all(
+                isinstance(a, bytes | int | float) for a in args
+            ):
+                raise HostError(
+                    f"redis: {command} takes a msgpack array of byte strings as payload"
+                )
+        client = self._redis_client(binding)
+        try:
+            reply = await client.execute_command(command, *args)
+        except redis.exceptions.ResponseError as exc:
+            raise HostError(f"redis: {exc}") from None
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            raise HostError(f"redis: {exc}") from None
+        return _encode_reply(reply)
+
+    # -- call -----------------------------------------------------------------------------
+
+    async def _call(self, app: str, depth: int, target: str, op: str, payload: bytes) -> bytes:
+        if depth + 1 > self._max_depth:
+            raise HostError(f"call: depth limit ({self._max_depth}) reached")
+        try:
+            return await self._call_app(target, op or "main", payload, depth + 1)
+        except AssemblexError as exc:
+            message = exc.message
+            # A chain of calls reports the innermost failure once, not once per level.
+            if not message.startswith("call "):
+                message = f"call {target}/{op}: {message}"
+            raise HostError(message) from None
+
+
+def _encode_reply(reply: Any) -> bytes:
+    if reply is None:
+        return b""
+    if isinstance(reply, bytes):
+        return reply
+    if isinstance(reply, bool):
+        return b"1" if reply else b"0"
+    if isinstance(reply, int | float):
+        return str(reply).encode()
+    if isinstance(reply, str):
+        return reply.encode()
+    return bytes(msgpack.packb(_plain(reply), use_bin_type=True))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, list | tuple | set):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+NAMESPACE_HANDLERS: dict[str, Callable[..., Awaitable[bytes]]] = {
+    "host": Host._host,
+    "kv": Host._kv,
+    "redis": Host._redis_call,
+    "call": Host._call,
+}

@@ -1,0 +1,47 @@
+"""The node's Prometheus metrics, in a registry of its own (tests run several nodes per process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["Metrics"]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.calls = Counter(
+            "assemblex_calls", "Calls by app and outcome", ["app", "outcome"], registry=r
+        )
+        self.call_seconds = Histogram(
+            "assemblex_call_seconds",
+            "Call latency, instance acquisition included",
+            ["app"],
+            buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60),
+            registry=r,
+        )
+        self.host_calls = Counter(
+            "assemblex_host_calls", "Host calls made by guests, by namespace", ["namespace"],
+            registry=r,
+        )
+        self.deploys = Counter("assemblex_deploys", "Deploys accepted by this node", registry=r)
+        self.compile_cache = Counter(
+            "assemblex_compile_cache", "Compiled-module cache lookups", ["result"], registry=r
+        )
+        self.instances_live = Gauge(
+            "assemblex_instances_live", "Live wasm instances on this node", registry=r
+        )
+        self.pool_idle = Gauge(
+            "assemblex_pool_idle", "Idle warm instances per app", ["app"], registry=r
+        )
+
+    def observe_call(self, app: str, outcome: str, seconds: float) -> None:
+        self.calls.labels(app, outcome).inc()
+        self.call_seconds.labels(app).observe(seconds)
+
+    def host_call(self, namespace: str) -> None:
+        self.host_calls.labels(namespace if len(namespace) <= 32 else "other").inc()
+
+    def render(self) -> bytes:
+        return bytes(generate_latest(self.registry))
