@@ -137,10 +137,10 @@ class Invocation:
         "host_response",
         "host_results_addr",
         "instance",
-        "logs",
         "op",
         "payload",
         "response",
+        "worker",
     )
 
     def __init__(self, instance: Instance, op: bytes = b"", payload: bytes = b"") -> None:
@@ -158,7 +158,8 @@ class Invocation:
         self.host_results_addr = 0
         self.cpu_time = 0.0
         self.cancelled = False
-        self.logs: list[bytes] | None = None
+        # The worker-thread slice polling this invocation now, if any (the scheduler's).
+        self.worker: Any = None
 
     def complete_host_call(self, ok: bool, data: bytes) -> None:
         """Store the outcome of ``host_request``; the next poll resumes the guest with it."""
@@ -233,8 +234,15 @@ S = _RAW_STRIDE
 
 
 def _guest_request(inv: Invocation, v: Any) -> None:
-    _write(inv, v[0], inv.op)
-    _write(inv, v[S], inv.payload)
+    inst = inv.instance
+    op_ptr = v[0] & 0xFFFFFFFF
+    ptr = v[S] & 0xFFFFFFFF
+    op, payload = inv.op, inv.payload
+    size = _memory_data_size(inst.ctx, inst.memory_addr)
+    if op_ptr + len(op) > size or ptr + len(payload) > size:
+        raise IndexError("guest pointer out of bounds in __guest_request")
+    ctypes.memmove(inst.memory_base + op_ptr, op, len(op))
+    ctypes.memmove(inst.memory_base + ptr, payload, len(payload))
 
 
 def _guest_response(inv: Invocation, v: Any) -> None:
@@ -355,14 +363,18 @@ class EpochTicker:
     """Increments the engine's epoch every tick, from its own OS thread, while guests run.
 
     An asyncio task could not do this: while the loop thread is inside a poll it cannot tick.
-    When no guest is running the thread sleeps on an event, so an idle node costs nothing.
+    After a while with no guest running, the thread sleeps on an event, so an idle node costs
+    nothing. ``enter``/``leave`` are called from the loop thread only and cost a few
+    attribute operations (no lock): the thread clears the event itself, then re-checks.
     """
+
+    IDLE_TICKS = 50
+    """Ticks with no guest running before the thread goes to sleep."""
 
     def __init__(self, engine: wasmtime.Engine, tick: float) -> None:
         self._engine = engine
         self._tick = tick
-        self._lock = threading.Lock()
-        self._running = 0
+        self.running = 0
         self._busy = threading.Event()
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="assemblex-epoch", daemon=True)
@@ -370,22 +382,27 @@ class EpochTicker:
 
     def _run(self) -> None:
         increment = self._engine.increment_epoch
+        idle = 0
         while not self._stop:
             self._busy.wait()
             time.sleep(self._tick)
             increment()
+            if self.running:
+                idle = 0
+                continue
+            idle += 1
+            if idle > self.IDLE_TICKS:
+                self._busy.clear()
+                if self.running:  # a guest started between the check and the clear
+                    self._busy.set()
 
     def enter(self) -> None:
-        with self._lock:
-            self._running += 1
-            if self._running == 1:
-                self._busy.set()
+        self.running += 1
+        if not self._busy.is_set():
+            self._busy.set()
 
     def leave(self) -> None:
-        with self._lock:
-            self._running -= 1
-            if self._running == 0:
-                self._busy.clear()
+        self.running -= 1
 
     def close(self) -> None:
         self._stop = True
@@ -429,7 +446,7 @@ class Engine:
     @staticmethod
     def _check(err: Any) -> None:
         if err:
-            raise ModuleError(wasmtime.WasmtimeError._from_ptr(err).message)
+            raise ModuleError(str(wasmtime.WasmtimeError._from_ptr(err)))
 
     def compile(self, wasm: bytes) -> CompiledModule:
         """Compile and check a module against the waPC host. Raises ModuleError. Blocks."""
@@ -474,7 +491,7 @@ class Engine:
         pre = POINTER(ffi.wasmtime_instance_pre_t)()
         err = ffi.wasmtime_linker_instantiate_pre(self.linker.ptr(), module.ptr(), byref(pre))
         if err:
-            message = wasmtime.WasmtimeError._from_ptr(err).message
+            message = str(wasmtime.WasmtimeError._from_ptr(err))
             raise ModuleError(f"module cannot link against the host: {_first_line(message)}")
         wasi = any(mod == "wasi_snapshot_preview1" for mod, _ in imports)
         inits = tuple(n for n in ("_initialize", "_start", "wapc_init") if n in exports)
@@ -516,45 +533,49 @@ class CompiledModule:
 
 
 class CallFuture:
-    """One async call into wasm (or instantiation). Poll until done, then ``finish()``."""
+    """One async call into wasm (or an instantiation). Poll until done, then ``finish()``.
 
-    __slots__ = ("_error", "_keep", "_ptr", "_results", "_trap", "invocation")
+    Its out-parameters (trap, error, result) live in the instance: a store runs one future at
+    a time, so they are allocated once per instance instead of once per call.
+    """
 
-    def __init__(self, invocation: Invocation) -> None:
+    __slots__ = ("_keep", "_ptr", "invocation")
+
+    def __init__(self, invocation: Invocation, ptr: int, keep: Any = None) -> None:
         self.invocation = invocation
-        self._trap = c_void_p()
-        self._error = c_void_p()
-        self._results = (ffi.wasmtime_val_t * 1)()
-        self._ptr = 0
-        self._keep: tuple[Any, ...] = ()
+        self._ptr = ptr
+        self._keep = keep
 
     def poll(self) -> bool:
         """Run the guest until it finishes (True), yields or waits on the host (False).
 
         Blocks the calling thread for at most about one epoch tick of guest execution.
         """
-        _tls.inv = self.invocation
+        inv = self.invocation
+        _tls.inv = inv
         t0 = time.perf_counter()
         try:
             return bool(_poll(self._ptr))
         finally:
-            self.invocation.cpu_time += time.perf_counter() - t0
+            inv.cpu_time += time.perf_counter() - t0
 
     def finish(self) -> int:
         """Release the future; return the i32 result, or raise WasmTrap."""
         self.close()
-        if self._trap.value:
-            trap = wasmtime.Trap._from_ptr(ctypes.cast(self._trap.value, POINTER(ffi.wasm_trap_t)))
-            raise WasmTrap(_trap_message(trap.message))
-        if self._error.value:
+        inst = self.invocation.instance
+        trap, error = inst._trap.value, inst._error.value
+        if trap:
+            inst._trap.value = None
+            message = wasmtime.Trap._from_ptr(ctypes.cast(trap, POINTER(ffi.wasm_trap_t))).message
+            raise WasmTrap(_trap_message(message))
+        if error:
+            inst._error.value = None
             # _from_ptr answers an ExitTrap for a WASI proc_exit, else a WasmtimeError.
-            error = wasmtime.WasmtimeError._from_ptr(
-                ctypes.cast(self._error.value, POINTER(ffi.wasmtime_error_t))
-            )
-            if isinstance(error, wasmtime.ExitTrap):
-                raise WasmTrap(f"guest exited with code {error.code}", exit_code=error.code)
-            raise WasmTrap(_trap_message(str(error)))
-        return int(self._results[0].of.i32)
+            err = wasmtime.WasmtimeError._from_ptr(ctypes.cast(error, POINTER(ffi.wasmtime_error_t)))
+            if isinstance(err, wasmtime.ExitTrap):
+                raise WasmTrap(f"guest exited with code {err.code}", exit_code=err.code)
+            raise WasmTrap(_trap_message(str(err)))
+        return int(inst._result.value)
 
     def close(self) -> None:
         """Delete the future (cancels the call if it has not finished). Idempotent."""
@@ -581,9 +602,19 @@ class Instance:
 
     __slots__ = (
         "__weakref__",
+        "_arg0",
+        "_arg1",
         "_args",
+        "_error",
+        "_error_addr",
         "_guest_call",
+        "_guest_call_addr",
         "_memory",
+        "_result",
+        "_results",
+        "_results_addr",
+        "_trap",
+        "_trap_addr",
         "compiled",
         "ctx",
         "instance",
@@ -608,9 +639,21 @@ class Instance:
         self.memory_addr = 0
         self.memory_base = 0
         self._guest_call = ffi.wasmtime_extern_t()
+        self._guest_call_addr = 0
+        # Out-parameters of this store's (single) running future, and __guest_call's args.
+        self._trap = c_void_p()
+        self._error = c_void_p()
+        self._trap_addr = ctypes.addressof(self._trap)
+        self._error_addr = ctypes.addressof(self._error)
+        self._results = (ffi.wasmtime_val_t * 1)()
+        self._results_addr = ctypes.addressof(self._results)
+        self._result = c_int32.from_address(self._results_addr + _VAL_OF)
         self._args = (ffi.wasmtime_val_t * 2)()
         self._args[0].kind = ffi.WASMTIME_I32
         self._args[1].kind = ffi.WASMTIME_I32
+        base = ctypes.addressof(self._args)
+        self._arg0 = c_int32.from_address(base + _VAL_OF)
+        self._arg1 = c_int32.from_address(base + _VAL_SIZE + _VAL_OF)
         self.poisoned = False
 
     def rearm(self) -> None:
@@ -619,16 +662,15 @@ class Instance:
 
     def instantiate(self) -> CallFuture:
         """Start instantiating; when the future finishes, call :meth:`bind`."""
-        fut = CallFuture(Invocation(self))
         _set_epoch_deadline(self.ctx, 1)
-        fut._ptr = _pre_instantiate_async(
+        ptr = _pre_instantiate_async(
             ctypes.cast(self.compiled.pre, c_void_p).value,
             self.ctx,
             ctypes.addressof(self.instance),
-            ctypes.addressof(fut._trap),
-            ctypes.addressof(fut._error),
+            self._trap_addr,
+            self._error_addr,
         )
-        return fut
+        return CallFuture(Invocation(self), ptr)
 
     def bind(self) -> None:
         """Look up the exports a call needs (after instantiation finished)."""
@@ -639,6 +681,7 @@ class Instance:
                 raise ModuleError(f"instance has no export {name}")
         self.memory_addr = ctypes.addressof(self._memory.of.memory)
         self.memory_base = _memory_data(self.ctx, self.memory_addr) or 0
+        self._guest_call_addr = ctypes.addressof(self._guest_call.of.func)
 
     def call_function(self, name: str) -> CallFuture:
         """Start a call of an exported ``() -> ()`` function (the init functions)."""
@@ -648,33 +691,32 @@ class Instance:
             self.store._context(), byref(self.instance), raw, len(raw), byref(ext)
         ):
             raise ModuleError(f"instance has no export {name}")
-        fut = CallFuture(Invocation(self))
-        fut._keep = (ext,)
         _set_epoch_deadline(self.ctx, 1)
-        fut._ptr = _func_call_async(
+        ptr = _func_call_async(
             self.ctx, ctypes.addressof(ext.of.func), None, 0, None, 0,
-            ctypes.addressof(fut._trap), ctypes.addressof(fut._error),
+            self._trap_addr, self._error_addr,
         )
-        return fut
+        return CallFuture(Invocation(self), ptr, ext)
 
     def guest_call(self, op: bytes, payload: bytes) -> CallFuture:
         """Start ``__guest_call(len(op), len(payload))``."""
-        fut = CallFuture(Invocation(self, op, payload))
-        args = self._args
-        args[0].of.i32 = len(op)
-        args[1].of.i32 = len(payload)
+        self._arg0.value = len(op)
+        self._arg1.value = len(payload)
         _set_epoch_deadline(self.ctx, 1)
-        fut._ptr = _func_call_async(
+        ptr = _func_call_async(
             self.ctx,
-            ctypes.addressof(self._guest_call.of.func),
-            ctypes.addressof(args),
+            self._guest_call_addr,
+            self._args_addr(),
             2,
-            ctypes.addressof(fut._results),
+            self._results_addr,
             1,
-            ctypes.addressof(fut._trap),
-            ctypes.addressof(fut._error),
+            self._trap_addr,
+            self._error_addr,
         )
-        return fut
+        return CallFuture(Invocation(self, op, payload), ptr)
+
+    def _args_addr(self) -> int:
+        return ctypes.addressof(self._args)
 
     def close(self) -> None:
         """Free the store (and with it the instance and its memory) now."""

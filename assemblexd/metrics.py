@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 __all__ = ["Metrics"]
@@ -9,6 +11,7 @@ __all__ = ["Metrics"]
 
 class Metrics:
     def __init__(self) -> None:
+        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self.registry = CollectorRegistry()
         r = self.registry
         self.calls = Counter(
@@ -37,8 +40,14 @@ class Metrics:
         )
 
     def observe_call(self, app: str, outcome: str, seconds: float) -> None:
-        self.calls.labels(app, outcome).inc()
-        self.call_seconds.labels(app).observe(seconds)
+        # labels() costs a lock and a dict lookup per call: keep the children.
+        key = (app, outcome)
+        children = self._children.get(key)
+        if children is None:
+            children = (self.calls.labels(app, outcome), self.call_seconds.labels(app))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def host_call(self, namespace: str) -> None:
         self.host_calls.labels(namespace if len(namespace) <= 32 else "other").inc()

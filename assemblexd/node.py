@@ -31,7 +31,7 @@ from .hostfuncs import Host
 from .metrics import Metrics
 from .pool import AppPool, InstanceCap
 from .records import DEFAULT_CAPABILITIES, NAMESPACES, AppRecord
-from .scheduler import Scheduler
+from .scheduler import HostHandler, Scheduler
 from .storage import LocalKV, Storage, _atomic_write
 
 __all__ = ["Node"]
@@ -49,6 +49,12 @@ class LoadedApp:
 
     record: AppRecord
     pool: AppPool
+    host: HostHandler
+    """Host functions bound to this app, for calls at depth 0."""
+    metrics: Metrics
+
+    def observe(self, outcome: str, seconds: float) -> None:
+        self.metrics.observe_call(self.record.name, outcome, seconds)
 
 
 class Node:
@@ -73,7 +79,8 @@ class Node:
 
     async def __aenter__(self) -> Node:
         self._engine = Engine(tick=self.config.epoch_tick_ms / 1000)
-        self._scheduler = Scheduler(self._engine, workers=self.config.cpu_workers)
+        tick = self.config.epoch_tick_ms / 1000
+        self._scheduler = Scheduler(self._engine, workers=self.config.cpu_workers, loop_slice=tick)
         self._kv = self.storage.open_kv()
         self._host = Host(
             self._kv,
@@ -146,6 +153,7 @@ class Node:
     def _install(self, record: AppRecord, compiled: CompiledModule) -> None:
         """Make ``record`` the version served; the old pool drains as its calls finish."""
         assert self._scheduler is not None and self._host is not None
+        host = self._host.handler(record, 0)
         pool = AppPool(
             self.engine,
             self._scheduler,
@@ -154,11 +162,11 @@ class Node:
             pool_size=self.config.pool_size,
             max_memory=self.config.max_memory_mib * MIB,
             init_budget=self.config.call_timeout * INIT_BUDGET_FACTOR,
-            host=self._host.handler(record, 0),
+            host=host,
             tag=(record.name, record.version),
         )
         old = self._apps.get(record.name)
-        self._apps[record.name] = LoadedApp(record, pool)
+        self._apps[record.name] = LoadedApp(record, pool, host, self.metrics)
         if old is not None:
             old.pool.close()
 
@@ -213,48 +221,40 @@ class Node:
         loaded = self._apps.get(app)
         if loaded is None:
             raise UnknownApp(app)
-        assert self._scheduler is not None and self._host is not None
+        assert self._scheduler is not None
         pool = loaded.pool
         started = time.perf_counter()
+        deadline = asyncio.get_running_loop().time() + self.config.call_wall_timeout
         outcome = "error"
         try:
-            async with asyncio.timeout(self.config.call_wall_timeout):
+            try:
+                inst = await pool.acquire(deadline)
+            except WasmTrap as exc:
+                raise GuestError(f"instance failed to start: {exc}") from None
+            try:
+                fut = inst.guest_call(op.encode(), payload)
+                host = loaded.host if depth == 0 else self._host_for(loaded.record, depth)
                 try:
-                    inst = await pool.acquire()
+                    result = await self._scheduler.run(fut, self.config.call_timeout, host, deadline)
                 except WasmTrap as exc:
-                    raise GuestError(f"instance failed to start: {exc}") from None
-                try:
-                    response = await self._run(inst, loaded.record, op, payload, depth)
-                finally:
-                    pool.release(inst)
+                    raise GuestError(f"guest trapped: {exc}") from None
+            finally:
+                pool.release(inst)
+            inv = fut.invocation
+            if result != 1:
+                text = inv.guest_error.decode("utf-8", "replace") if inv.guest_error else ""
+                raise GuestError(text or "no error message set")
             outcome = "ok"
-            return response
-        except TimeoutError:
-            outcome = "timeout"
-            raise CallTimeout(
-                f"call ran for more than {self.config.call_wall_timeout:g}s (wall clock)"
-            ) from None
+            return inv.response or b""
         except CallTimeout:
             outcome = "timeout"
             raise
         finally:
-            self.metrics.observe_call(app, outcome, time.perf_counter() - started)
+            loaded.observe(outcome, time.perf_counter() - started)
 
-    async def _run(
-        self, inst: Instance, record: AppRecord, op: str, payload: bytes, depth: int
-    ) -> bytes:
-        assert self._scheduler is not None and self._host is not None
-        fut = inst.guest_call(op.encode(), payload)
-        host = self._host.handler(record, depth) if depth else inst_host(self, record)
-        try:
-            result = await self._scheduler.run(fut, self.config.call_timeout, host)
-        except WasmTrap as exc:
-            raise GuestError(f"guest trapped: {exc}") from None
-        inv = fut.invocation
-        if result == 1:
-            return inv.response or b""
-        text = inv.guest_error.decode("utf-8", "replace") if inv.guest_error else ""
-        raise GuestError(text or "no error message set")
+    def _host_for(self, record: AppRecord, depth: int) -> HostHandler:
+        assert self._host is not None
+        return self._host.handler(record, depth)
 
     def apps(self) -> list[AppRecord]:
         return [a.record for a in sorted(self._apps.values(), key=lambda a: a.record.name)]
@@ -321,11 +321,6 @@ class Node:
             line.decode("utf-8", "replace"),
             extra={"app": app, "version": version},
         )
-
-
-def inst_host(node: Node, record: AppRecord) -> Any:
-    assert node._host is not None
-    return node._host.handler(record, 0)
 
 
 def _capabilities(capabilities: Sequence[str] | None) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from ._wasm import CompiledModule, Engine, Instance
+from ._wasm import CompiledModule, Engine, Instance, WasmTrap
 from .errors import Overloaded
 from .scheduler import HostHandler, Scheduler
 
@@ -70,12 +70,15 @@ class AppPool:
     def idle(self) -> int:
         return len(self._idle)
 
-    async def acquire(self) -> Instance:
-        """An idle instance, or a new one. Raises Overloaded, or WasmTrap if init fails."""
+    async def acquire(self, deadline: float | None = None) -> Instance:
+        """An idle instance, or a new one. Raises Overloaded, or WasmTrap if init fails.
+
+        ``deadline`` (loop time) bounds the creation of a new instance.
+        """
         if self._idle:
             inst = self._idle.pop()
         else:
-            inst = await self._create()
+            inst = await self._create(deadline)
         self.busy += 1
         return inst
 
@@ -89,7 +92,7 @@ class AppPool:
     async def warm(self, n: int) -> None:
         """Create instances until ``n`` are idle (or the node-wide cap stops it)."""
         while len(self._idle) < min(n, self.pool_size) and not self.closed:
-            self._idle.append(await self._create())
+            self._idle.append(await self._create(None))
 
     def close(self) -> None:
         """Drop idle instances now; busy ones are dropped when released."""
@@ -97,25 +100,25 @@ class AppPool:
         while self._idle:
             self._destroy(self._idle.pop())
 
-    async def _create(self) -> Instance:
+    async def _create(self, deadline: float | None) -> Instance:
         self._cap.take()
+        inst = Instance(self._engine, self.compiled, self._max_memory, self.tag)
         try:
-            inst = Instance(self._engine, self.compiled, self._max_memory, self.tag)
-            await self._scheduler.run(inst.instantiate(), self._init_budget, self._host)
+            run = self._scheduler.run
+            await run(inst.instantiate(), self._init_budget, self._host, deadline)
             inst.bind()
             for name in self.compiled.init_functions:
-                await self._run_init(inst, name)
+                await self._run_init(inst, name, deadline)
         except BaseException:
-            self._cap.give_back()
+            self._destroy(inst)
             raise
         self.created += 1
         return inst
 
-    async def _run_init(self, inst: Instance, name: str) -> None:
-        from ._wasm import WasmTrap
-
+    async def _run_init(self, inst: Instance, name: str, deadline: float | None) -> None:
         try:
-            await self._scheduler.run(inst.call_function(name), self._init_budget, self._host)
+            fut = inst.call_function(name)
+            await self._scheduler.run(fut, self._init_budget, self._host, deadline)
         except WasmTrap as exc:
             if name == "_start" and exc.exit_code == 0:
                 inst.poisoned = False  # WASI exit(0) from _start is success

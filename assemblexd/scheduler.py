@@ -44,9 +44,12 @@ Raises :class:`~assemblexd.errors.HostError` to hand the guest an error text.
 class Scheduler:
     """Runs call futures to completion. One per node; owns the worker threads."""
 
-    def __init__(self, engine: Engine, workers: int = 0, quantum: float = 0.02) -> None:
+    def __init__(
+        self, engine: Engine, workers: int = 0, quantum: float = 0.02, loop_slice: float = 0.002
+    ) -> None:
         self._engine = engine
         self._quantum = quantum
+        self._loop_slice = loop_slice
         self.workers = workers or os.cpu_count() or 1
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.workers, thread_name_prefix="assemblex-guest"
@@ -57,51 +60,74 @@ class Scheduler:
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    async def run(self, fut: CallFuture, budget: float, host: HostHandler) -> int:
+    async def run(
+        self, fut: CallFuture, budget: float, host: HostHandler, deadline: float | None = None
+    ) -> int:
         """Drive ``fut`` to completion and return the guest's i32 result.
 
-        Raises WasmTrap if the guest trapped, CallTimeout when it used more than ``budget``
-        seconds of guest time. If the run does not finish normally (trap, timeout,
-        cancellation), the instance is marked poisoned: it is never used again.
+        ``budget`` is guest time in seconds; ``deadline`` an optional wall-clock limit in the
+        loop's time (``loop.time()``). Raises WasmTrap if the guest trapped, CallTimeout past
+        either limit. If the run does not finish normally (trap, timeout, cancellation), the
+        instance is marked poisoned: it is never used again.
         """
         inv = fut.invocation
         ticker = self._engine.ticker
         ticker.enter()
-        running: asyncio.Future[bool] | None = None
         finished = False
         try:
-            on_loop = True
-            while True:
-                if on_loop:
-                    done = fut.poll()
+            # Fast path: most calls finish in their first polls, on the loop, with no timer
+            # armed and no thread hand-off.
+            if not self._poll_on_loop(fut):
+                if deadline is None:
+                    await self._drive(fut, budget, host)
                 else:
-                    running = asyncio.get_running_loop().run_in_executor(
-                        self._pool, self._slice, fut, budget
-                    )
-                    done = await asyncio.shield(running)
-                    running = None
-                if done:
-                    result = fut.finish()  # raises WasmTrap: the instance is poisoned
-                    finished = True
-                    return result
-                if inv.cpu_time > budget:
-                    raise CallTimeout(f"guest ran for more than {budget:g}s")
-                request = inv.host_request
-                if request is not None and not inv.host_done:
-                    await self._host_call(inv, request, host)
-                    on_loop = True
-                else:
-                    on_loop = False
+                    try:
+                        async with asyncio.timeout_at(deadline):
+                            await self._drive(fut, budget, host)
+                    except TimeoutError:
+                        raise CallTimeout("call ran over its wall-clock limit") from None
+            result = fut.finish()  # raises WasmTrap: the instance stays poisoned
+            finished = True
+            return result
         finally:
             if not finished:
                 inv.instance.poisoned = True
-            if running is not None and not running.done():
-                # A worker is still inside a poll of this future: it stops at the next tick
-                # (inv.cancelled); only then may the future be deleted.
+            worker = inv.worker
+            if worker is not None and not worker.done():
+                # A worker thread is still inside a poll of this future: it stops at the next
+                # tick (inv.cancelled); only then may the future be deleted.
                 inv.cancelled = True
-                running.add_done_callback(lambda _: _close(fut, ticker))
+                worker.add_done_callback(lambda _: _close(fut, ticker))
             else:
                 _close(fut, ticker)
+
+    def _poll_on_loop(self, fut: CallFuture) -> bool:
+        """Poll on the loop thread for at most about one slice of guest time."""
+        inv = fut.invocation
+        limit = inv.cpu_time + self._loop_slice
+        while True:
+            if fut.poll():
+                return True
+            if inv.host_request is not None or inv.cpu_time >= limit:
+                return False
+
+    async def _drive(self, fut: CallFuture, budget: float, host: HostHandler) -> None:
+        """Until the guest finishes: serve its host calls, run CPU-bound stretches on workers."""
+        inv = fut.invocation
+        loop = asyncio.get_running_loop()
+        while True:
+            if inv.cpu_time > budget:
+                raise CallTimeout(f"guest ran for more than {budget:g}s")
+            request = inv.host_request
+            if request is not None and not inv.host_done:
+                await self._host_call(inv, request, host)
+                done = self._poll_on_loop(fut)
+            else:
+                inv.worker = loop.run_in_executor(self._pool, self._slice, fut, budget)
+                done = await asyncio.shield(inv.worker)
+                inv.worker = None
+            if done:
+                return
 
     async def _host_call(
         self, inv: Invocation, request: tuple[str, str, str, bytes], host: HostHandler

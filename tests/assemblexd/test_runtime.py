@@ -1,0 +1,354 @@
+"""The waPC host, scheduler and pools, through a real Node running real modules (no HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from assemblexd.config import Config
+from assemblexd.errors import (
+    BadRequest,
+    CallTimeout,
+    GuestError,
+    InvalidModule,
+    Overloaded,
+    PayloadTooLarge,
+    UnknownApp,
+)
+from assemblexd.node import Node
+
+Wat = Callable[[str], bytes]
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return Config(data_dir=tmp_path, call_timeout=2.0, call_wall_timeout=10.0)
+
+
+@pytest.fixture
+async def node(config: Config) -> AsyncIterator[Node]:
+    async with Node(config) as n:
+        yield n
+
+
+def hostcall(binding: str, namespace: str, operation: str, body: bytes = b"") -> bytes:
+    """The payload of guests/wat/hostcall.wat: which host call to make."""
+    return b"\0".join([binding.encode(), namespace.encode(), operation.encode(), body])
+
+
+async def test_echo_round_trip(node: Node, wat: Wat) -> None:
+    record = await node.deploy("echo", wat("echo"))
+    assert (record.name, record.version, record.size) == ("echo", 1, len(wat("echo")))
+    assert await node.call("echo", "echo", b"hello") == b"hello"
+    assert await node.call("echo", "main", b"") == b""
+
+
+async def test_large_payload_and_response(node: Node, wat: Wat) -> None:
+    await node.deploy("echo", wat("echo"))
+    payload = bytes(range(256)) * (5 * 4096)  # 5 MiB
+    assert await node.call("echo", "echo", payload) == payload
+    await node.deploy("big", wat("big_response"))
+    assert await node.call("big", "main", b"3000000") == b"x" * 3_000_000
+
+
+async def test_unknown_operation_is_the_guests_error(node: Node, wat: Wat) -> None:
+    await node.deploy("echo", wat("echo"))
+    with pytest.raises(GuestError, match="unknown operation: nope"):
+        await node.call("echo", "nope", b"")
+
+
+async def test_unknown_app(node: Node) -> None:
+    with pytest.raises(UnknownApp):
+        await node.call("ghost", "main", b"")
+
+
+async def test_guest_error_and_missing_error_text(node: Node, wat: Wat) -> None:
+    await node.deploy("error", wat("error"))
+    await node.deploy("noerror", wat("noerror"))
+    with pytest.raises(GuestError, match="^something went wrong$"):
+        await node.call("error", "main", b"")
+    with pytest.raises(GuestError, match="^no error message set$"):
+        await node.call("noerror", "main", b"")
+
+
+async def test_trap_is_reported_and_the_instance_is_not_reused(node: Node, wat: Wat) -> None:
+    await node.deploy("trap", wat("trap"))
+    for _ in range(3):
+        with pytest.raises(GuestError, match="unreachable"):
+            await node.call("trap", "main", b"")
+    pool = node._apps["trap"].pool
+    assert pool.created == 3
+    assert pool.idle == 0
+    assert node.status()["instances"]["live"] == 0
+
+
+async def test_guest_errors_keep_the_instance(node: Node, wat: Wat) -> None:
+    await node.deploy("error", wat("error"))
+    for _ in range(3):
+        with pytest.raises(GuestError):
+            await node.call("error", "main", b"")
+    assert node._apps["error"].pool.created == 1
+
+
+async def test_infinite_loop_times_out_and_node_keeps_serving(tmp_path: Path, wat: Wat) -> None:
+    config = Config(data_dir=tmp_path, call_timeout=0.5)
+    async with Node(config) as node:
+        await node.deploy("loop", wat("loop"))
+        await node.deploy("echo", wat("echo"))
+        spinner = asyncio.create_task(node.call("loop", "main", b""))
+        # While the guest spins, other calls are served: they finish before it does.
+        for i in range(20):
+            assert await node.call("echo", "echo", b"%d" % i) == b"%d" % i
+        assert not spinner.done()
+        with pytest.raises(CallTimeout, match="more than 0.5s"):
+            await spinner
+        assert node._apps["loop"].pool.idle == 0  # a timed-out instance is dropped
+        assert node._scheduler is not None and node._scheduler.slices > 0
+
+
+async def test_host_waits_do_not_count_as_guest_time(tmp_path: Path, wat: Wat) -> None:
+    config = Config(data_dir=tmp_path, call_timeout=0.2, call_wall_timeout=5)
+    async with Node(config) as node:
+        await node.deploy("sleep", wat("host_sleep"))
+        assert await node.call("sleep", "main", b"500") == b"500"
+
+
+async def test_wall_clock_limit(tmp_path: Path, wat: Wat) -> None:
+    config = Config(data_dir=tmp_path, call_wall_timeout=0.3)
+    async with Node(config) as node:
+        await node.deploy("sleep", wat("host_sleep"))
+        with pytest.raises(CallTimeout, match="wall-clock"):
+            await node.call("sleep", "main", b"5000")
+        assert node.status()["instances"]["live"] == 0
+
+
+async def test_many_host_waits_hold_no_threads(node: Node, wat: Wat) -> None:
+    await node.deploy("sleep", wat("host_sleep"))
+    before = threading.active_count()
+    calls = [asyncio.create_task(node.call("sleep", "main", b"300")) for _ in range(300)]
+    await asyncio.sleep(0.1)
+    assert not any(c.done() for c in calls)
+    assert threading.active_count() <= before + 2  # at most a worker or two woke up
+    assert set(await asyncio.gather(*calls)) == {b"300"}
+
+
+async def test_memory_limit(tmp_path: Path, wat: Wat) -> None:
+    config = Config(data_dir=tmp_path, max_memory_mib=4)
+    async with Node(config) as node:
+        await node.deploy("hog", wat("memhog"))
+        with pytest.raises(GuestError, match="unreachable"):
+            await node.call("hog", "main", b"")
+        await node.deploy("echo", wat("echo"))
+        # 8 MiB does not fit in a 4 MiB instance: the guest cannot grow its memory.
+        with pytest.raises(GuestError):
+            await node.call("echo", "echo", b"x" * (8 << 20))
+
+
+async def test_payload_limit(tmp_path: Path, wat: Wat) -> None:
+    async with Node(Config(data_dir=tmp_path, max_payload_mib=1)) as node:
+        await node.deploy("echo", wat("echo"))
+        with pytest.raises(PayloadTooLarge):
+            await node.call("echo", "echo", b"x" * ((1 << 20) + 1))
+
+
+async def test_instance_cap_gives_overloaded(tmp_path: Path, wat: Wat) -> None:
+    async with Node(Config(data_dir=tmp_path, max_instances=2)) as node:
+        await node.deploy("sleep", wat("host_sleep"))
+        calls = [asyncio.create_task(node.call("sleep", "main", b"200")) for _ in range(3)]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert sorted(type(r).__name__ for r in results) == ["Overloaded", "bytes", "bytes"]
+        assert isinstance(next(r for r in results if not isinstance(r, bytes)), Overloaded)
+
+
+async def test_pool_keeps_at_most_pool_size_idle(tmp_path: Path, wat: Wat) -> None:
+    async with Node(Config(data_dir=tmp_path, pool_size=2)) as node:
+        await node.deploy("sleep", wat("host_sleep"))
+        await asyncio.gather(*[node.call("sleep", "main", b"50") for _ in range(6)])
+        pool = node._apps["sleep"].pool
+        assert (pool.created, pool.idle, pool.busy) == (6, 2, 0)
+        assert node.status()["instances"]["live"] == 2
+        await asyncio.gather(*[node.call("sleep", "main", b"1") for _ in range(2)])
+        assert pool.created == 6  # warm instances were reused
+
+
+async def test_init_order_and_wasi_exit(node: Node, wat: Wat) -> None:
+    await node.deploy("init", wat("init_order"))
+    assert await node.call("init", "main", b"") == b"isw"
+    await node.deploy("wasi", wat("wasi_exit"))
+    assert await node.call("wasi", "main", b"") == b"ok"
+
+
+async def test_console_log_is_tagged_with_the_app(
+    node: Node, wat: Wat, caplog: pytest.LogCaptureFixture
+) -> None:
+    await node.deploy("logger", wat("console_log"))
+    with caplog.at_level(logging.INFO, logger="assemblexd.guest"):
+        assert await node.call("logger", "main", b"first line") == b"logged"
+    lines = [(r.app, r.getMessage()) for r in caplog.records if r.name == "assemblexd.guest"]  # type: ignore[attr-defined]
+    assert lines == [("logger", "[logger v1] first line"), ("logger", "[logger v1] second line")]
+
+
+async def test_host_echo(node: Node, wat: Wat) -> None:
+    await node.deploy("he", wat("host_echo"))
+    assert await node.call("he", "main", b"a\0b") == b"a\0b"
+
+
+async def test_recursion_to_the_depth_limit(tmp_path: Path, wat: Wat) -> None:
+    async with Node(Config(data_dir=tmp_path, max_call_depth=8)) as node:
+        await node.deploy("recursion", wat("recursion"))
+        assert await node.call("recursion", "main", b"x" * 8) == b"bottom"
+        with pytest.raises(GuestError, match=r"depth limit \(8\)"):
+            await node.call("recursion", "main", b"x" * 9)
+        # Each level held its own instance and gave it back.
+        assert node._apps["recursion"].pool.busy == 0
+
+
+async def test_kv_namespace(node: Node, wat: Wat) -> None:
+    await node.deploy("hc", wat("hostcall"))
+    call = node.call
+    assert await call("hc", "main", hostcall("k", "kv", "set", b"v1")) == b""
+    assert await call("hc", "main", hostcall("k", "kv", "get")) == b"v1"
+    assert await call("hc", "main", hostcall("n", "kv", "incr")) == b"1"
+    assert await call("hc", "main", hostcall("n", "kv", "incr", b"5")) == b"6"
+    assert await call("hc", "main", hostcall("n", "kv", "get")) == b"6"
+    assert await call("hc", "main", hostcall("k", "kv", "del")) == b""
+    with pytest.raises(GuestError, match="^kv: no value for key 'k'$"):
+        await call("hc", "main", hostcall("k", "kv", "get"))
+    with pytest.raises(GuestError, match="counters only grow"):
+        await call("hc", "main", hostcall("n", "kv", "incr", b"-1"))
+    # Keys are scoped to the app.
+    await node.deploy("other", wat("hostcall"))
+    with pytest.raises(GuestError, match="no value"):
+        await call("other", "main", hostcall("n", "kv", "get"))
+
+
+async def test_capabilities(node: Node, wat: Wat) -> None:
+    await node.deploy("hc", wat("hostcall"), capabilities=["host"])
+    assert await node.call("hc", "main", hostcall("", "host", "echo", b"ok")) == b"ok"
+    with pytest.raises(GuestError, match="^capability not granted: kv$"):
+        await node.call("hc", "main", hostcall("k", "kv", "get"))
+    with pytest.raises(GuestError, match="^unknown namespace: nope$"):
+        await node.call("hc", "main", hostcall("", "nope", "x"))
+    with pytest.raises(BadRequest, match="unknown capabilities: files"):
+        await node.deploy("hc2", wat("hostcall"), capabilities=["kv", "files"])
+    assert node.app("hc").capabilities == ("host",)
+
+
+async def test_call_namespace(node: Node, wat: Wat) -> None:
+    await node.deploy("hc", wat("hostcall"))
+    await node.deploy("echo", wat("echo"))
+    assert await node.call("hc", "main", hostcall("echo", "call", "echo", b"hi")) == b"hi"
+    with pytest.raises(GuestError, match="^call echo/nope: unknown operation: nope$"):
+        await node.call("hc", "main", hostcall("echo", "call", "nope"))
+    with pytest.raises(GuestError, match="no app named 'ghost'"):
+        await node.call("hc", "main", hostcall("ghost", "call", "main"))
+
+
+async def test_host_sleep_rejects_bad_payload(node: Node, wat: Wat) -> None:
+    await node.deploy("sleep", wat("host_sleep"))
+    with pytest.raises(GuestError, match="ASCII digits"):
+        await node.call("sleep", "main", b"soon")
+
+
+@pytest.mark.redis
+async def test_redis_namespace(tmp_path: Path, wat: Wat, redis_server: str) -> None:
+    config = Config(data_dir=tmp_path, redis_urls=(("", redis_server),))
+    async with Node(config) as node:
+        await node.deploy("hc", wat("hostcall"))
+        import msgpack
+
+        set_args = msgpack.packb([b"some_key1", b"value\0one"])
+        assert await node.call("hc", "main", hostcall("", "redis", "SET", set_args)) == b"OK"
+        assert await node.call("hc", "main", hostcall("", "redis", "GET", b"some_key1")) == (
+            b"value\0one"
+        )
+        assert await node.call("hc", "main", hostcall("", "redis", "INCR", b"ctr")) == b"1"
+        assert await node.call("hc", "main", hostcall("", "redis", "GET", b"missing")) == b""
+        with pytest.raises(GuestError, match="redis: .*wrong number of arguments|redis: ERR"):
+            await node.call("hc", "main", hostcall("", "redis", "SET", msgpack.packb([b"a"])))
+        with pytest.raises(GuestError, match="not allowed"):
+            await node.call("hc", "main", hostcall("", "redis", "FLUSHALL"))
+        with pytest.raises(GuestError, match="no connection named 'other'"):
+            await node.call("hc", "main", hostcall("other", "redis", "GET", b"k"))
+
+
+async def test_redis_without_configuration(node: Node, wat: Wat) -> None:
+    await node.deploy("hc", wat("hostcall"))
+    with pytest.raises(GuestError, match="no Redis configured"):
+        await node.call("hc", "main", hostcall("", "redis", "GET", b"k"))
+
+
+@pytest.mark.parametrize(
+    ("guest", "reason"),
+    [
+        ("no_guest_call", "does not export __guest_call"),
+        ("no_memory", "does not export a memory"),
+        ("unknown_import", "wapc.__not_a_thing, which the host does not offer"),
+        ("bad_signature", "cannot link"),
+    ],
+)
+async def test_invalid_modules_are_rejected(node: Node, wat: Wat, guest: str, reason: str) -> None:
+    with pytest.raises(InvalidModule, match=reason):
+        await node.deploy(guest, wat(guest))
+    assert node.apps() == []
+
+
+async def test_junk_and_empty_uploads(node: Node) -> None:
+    with pytest.raises(InvalidModule, match="does not compile"):
+        await node.deploy("junk", b"\x00asm but not really")
+    with pytest.raises(InvalidModule, match="empty"):
+        await node.deploy("empty", b"")
+    assert node.apps() == []
+    assert list((node.storage.data_dir / "blobs").iterdir()) == []
+
+
+async def test_upload_limit(tmp_path: Path) -> None:
+    async with Node(Config(data_dir=tmp_path, max_upload_mib=1)) as node:
+        with pytest.raises(PayloadTooLarge):
+            await node.deploy("big", b"\0asm" + b"\0" * (1 << 20))
+
+
+async def test_redeploy_keeps_calls_in_flight(node: Node, wat: Wat) -> None:
+    await node.deploy("app", wat("host_sleep"))
+    in_flight = asyncio.create_task(node.call("app", "main", b"300"))
+    await asyncio.sleep(0.05)
+    record = await node.deploy("app", wat("echo"))
+    assert record.version == 2
+    assert await node.call("app", "echo", b"new") == b"new"
+    assert await in_flight == b"300"  # finished on the old version
+    assert node.status()["instances"]["live"] == 1  # the old instance was dropped
+
+
+async def test_undeploy(node: Node, wat: Wat) -> None:
+    await node.deploy("echo", wat("echo"))
+    await node.undeploy("echo")
+    with pytest.raises(UnknownApp):
+        await node.call("echo", "echo", b"")
+    with pytest.raises(UnknownApp):
+        await node.undeploy("echo")
+
+
+async def test_restart_keeps_apps_and_uses_the_compiled_cache(config: Config, wat: Wat) -> None:
+    async with Node(config) as node:
+        await node.deploy("echo", wat("echo"))
+        await node.deploy("echo", wat("echo"))
+        sha = node.app("echo").sha256
+    async with Node(dataclasses.replace(config)) as node:
+        assert node.app("echo").version == 2
+        assert node.app("echo").sha256 == sha
+        assert await node.call("echo", "echo", b"again") == b"again"
+        assert b'assemblex_compile_cache_total{result="hit"} 1.0' in node.metrics_text()
+
+
+async def test_corrupt_compiled_cache_is_recompiled(config: Config, wat: Wat) -> None:
+    async with Node(config) as node:
+        await node.deploy("echo", wat("echo"))
+    for f in (Path(config.data_dir) / "compiled").iterdir():
+        f.write_bytes(b"garbage")
+    async with Node(config) as node:
+        assert await node.call("echo", "echo", b"ok") == b"ok"
