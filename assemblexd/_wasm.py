@@ -31,7 +31,7 @@ import ctypes
 import threading
 import time
 from collections.abc import Callable, Sequence
-from ctypes import POINTER, byref, c_bool, c_int32, c_size_t, c_uint8, c_uint64, c_void_p
+from ctypes import POINTER, byref, c_bool, c_int32, c_size_t, c_uint64, c_void_p
 from dataclasses import dataclass
 from typing import Any
 
@@ -224,7 +224,7 @@ def _raw_import(fn: Callable[[Invocation, Any], int | None]) -> Any:
             if result is not None:
                 vals[0] = result
             return 0
-        except Exception as exc:  # noqa: BLE001 - every failure of a host import is a trap
+        except Exception as exc:
             return _trap(f"waPC host: {exc}")
 
     return _RawCallback(callback)
@@ -311,7 +311,7 @@ def _host_call_continue(_env: int) -> bool:
 
 
 _HOST_CALL_CONTINUE = _ContinuationCallback(_host_call_continue)
-_NULL_FINALIZER = ctypes.cast(None, ctypes.CFUNCTYPE(None, c_void_p))
+_NULL_FINALIZER = ctypes.CFUNCTYPE(None, c_void_p)()  # a NULL function pointer
 _CONTINUATION = ffi.wasmtime_async_continuation_t(
     ctypes.cast(_HOST_CALL_CONTINUE, ffi.wasmtime_func_async_continuation_callback_t),
     None,
@@ -343,7 +343,7 @@ def _host_call(
         inv.host_done = False
         inv.host_results_addr = results
         ctypes.memmove(continuation_ret, byref(_CONTINUATION), _CONTINUATION_SIZE)
-    except Exception as exc:  # noqa: BLE001 - becomes a trap
+    except Exception as exc:
         c_void_p.from_address(trap_ret).value = _trap(f"waPC host: {exc}")
         ctypes.memmove(continuation_ret, byref(_CONTINUATION), _CONTINUATION_SIZE)
         inv.host_request = None
@@ -571,7 +571,8 @@ class CallFuture:
         if error:
             inst._error.value = None
             # _from_ptr answers an ExitTrap for a WASI proc_exit, else a WasmtimeError.
-            err = wasmtime.WasmtimeError._from_ptr(ctypes.cast(error, POINTER(ffi.wasmtime_error_t)))
+            err_ptr = ctypes.cast(error, POINTER(ffi.wasmtime_error_t))
+            err = wasmtime.WasmtimeError._from_ptr(err_ptr)
             if isinstance(err, wasmtime.ExitTrap):
                 raise WasmTrap(f"guest exited with code {err.code}", exit_code=err.code)
             raise WasmTrap(_trap_message(str(err)))
@@ -674,10 +675,10 @@ class Instance:
 
     def bind(self) -> None:
         """Look up the exports a call needs (after instantiation finished)."""
-        ctx = self.store._context()
+        ctx, instance = self.store._context(), byref(self.instance)
         for name, ext in (("memory", self._memory), ("__guest_call", self._guest_call)):
             raw = name.encode()
-            if not ffi.wasmtime_instance_export_get(ctx, byref(self.instance), raw, len(raw), byref(ext)):
+            if not ffi.wasmtime_instance_export_get(ctx, instance, raw, len(raw), byref(ext)):
                 raise ModuleError(f"instance has no export {name}")
         self.memory_addr = ctypes.addressof(self._memory.of.memory)
         self.memory_base = _memory_data(self.ctx, self.memory_addr) or 0

@@ -33,7 +33,7 @@ class Config:
     token: str | None = None
     """Bearer token required for deploy and undeploy; None leaves them open."""
     redis_urls: tuple[tuple[str, str], ...] = ()
-    """Redis connections for the ``redis`` host namespace as (binding, url); binding "" is the default."""
+    """Redis connections of the ``redis`` namespace as (binding, url); binding "" is the default."""
     pool_size: int = 16
     """Idle warm instances kept per app; more are created on demand and dropped when idle."""
     max_instances: int = 1024

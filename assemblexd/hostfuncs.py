@@ -35,16 +35,16 @@ MAX_SLEEP_MS = 60_000
 
 # Redis commands whose single argument is the raw payload (the original benchmark's GET).
 ONE_ARGUMENT = frozenset(
-    "GET INCR DECR DEL EXISTS TTL PTTL STRLEN LLEN SCARD HGETALL HKEYS HVALS HLEN SMEMBERS "
-    "TYPE PERSIST LPOP RPOP GETDEL UNLINK ZCARD KEYS DUMP".split()
+    "GET INCR DECR DEL EXISTS TTL PTTL STRLEN LLEN SCARD HGETALL HKEYS HVALS HLEN "
+    "SMEMBERS TYPE PERSIST LPOP RPOP GETDEL UNLINK ZCARD KEYS DUMP".split()
 )
 # Commands that change the connection's state, block it, or administer the server.
 DENIED = frozenset(
-    "SUBSCRIBE PSUBSCRIBE SSUBSCRIBE UNSUBSCRIBE PUNSUBSCRIBE MONITOR SHUTDOWN DEBUG CONFIG "
-    "SYNC PSYNC REPLICAOF SLAVEOF CLIENT MULTI EXEC DISCARD WATCH UNWATCH SELECT QUIT RESET "
-    "AUTH HELLO BLPOP BRPOP BLMOVE BRPOPLPUSH BZPOPMIN BZPOPMAX BLMPOP BZMPOP XREAD XREADGROUP "
-    "WAIT WAITAOF FLUSHALL FLUSHDB SAVE BGSAVE BGREWRITEAOF MODULE ACL SCRIPT FUNCTION FAILOVER "
-    "CLUSTER READONLY READWRITE MIGRATE".split()
+    "SUBSCRIBE PSUBSCRIBE SSUBSCRIBE UNSUBSCRIBE PUNSUBSCRIBE MONITOR SHUTDOWN DEBUG "
+    "CONFIG SYNC PSYNC REPLICAOF SLAVEOF CLIENT MULTI EXEC DISCARD WATCH UNWATCH SELECT "
+    "QUIT RESET AUTH HELLO BLPOP BRPOP BLMOVE BRPOPLPUSH BZPOPMIN BZPOPMAX BLMPOP BZMPOP "
+    "XREAD XREADGROUP WAIT WAITAOF FLUSHALL FLUSHDB SAVE BGSAVE BGREWRITEAOF MODULE ACL "
+    "SCRIPT FUNCTION FAILOVER CLUSTER READONLY READWRITE MIGRATE".split()
 )
 
 
@@ -73,7 +73,7 @@ class Host:
         max_call_depth: int,
         on_host_call: Callable[[str], None] | None = None,
     ) -> None:
-        self._kv = kv
+        self._store = kv
         self._call_app = call_app
         self._redis_urls = dict(redis_urls)
         self._redis: dict[str, aioredis.Redis] = {}
@@ -112,7 +112,7 @@ class Host:
             try:
                 ms = int(payload.decode("ascii"))
             except (UnicodeDecodeError, ValueError):
-                raise HostError("host.sleep: payload must be milliseconds in ASCII digits") from None
+                raise HostError("host.sleep: payload must be milliseconds, ASCII digits") from None
             if ms < 0:
                 raise HostError("host.sleep: milliseconds must not be negative")
             await asyncio.sleep(min(ms, MAX_SLEEP_MS) / 1000)
@@ -126,18 +126,18 @@ class Host:
             raise HostError("kv: the binding must name a key")
         scoped = f"app/{app}/{key}"
         if op == "get":
-            value = self._kv.get(scoped)
+            value = self._store.get(scoped)
             if value is not None:
                 return value
-            count = self._kv.value(scoped)
+            count = self._store.value(scoped)
             if count:
                 return str(count).encode()
             raise HostError(f"kv: no value for key {key!r}")
         if op == "set":
-            self._kv.set(scoped, payload)
+            self._store.set(scoped, payload)
             return b""
         if op == "del":
-            self._kv.delete(scoped)
+            self._store.delete(scoped)
             return b""
         if op == "incr":
             try:
@@ -146,7 +146,7 @@ class Host:
                 raise HostError("kv.incr: payload must be an ASCII integer") from None
             if n < 0:
                 raise HostError("kv.incr: counters only grow; the increment must be >= 0")
-            return str(self._kv.incr(scoped, n)).encode()
+            return str(self._store.incr(scoped, n)).encode()
         raise HostError(f"unknown operation: kv.{op}")
 
     # -- redis ----------------------------------------------------------------------------
@@ -184,7 +184,7 @@ class Host:
         else:
             try:
                 args = msgpack.unpackb(payload, raw=True)
-            except Exception:  # noqa: BLE001 - any undecodable payload
+            except Exception:
                 args = None  # type: ignore[assignment]
             if not isinstance(args, list) or not all(
                 isinstance(a, bytes | int | float) for a in args
@@ -194,7 +194,7 @@ class Host:
                 )
         client = self._redis_client(binding)
         try:
-            reply = await client.execute_command(command, *args)
+            reply = await client.execute_command(command, *args)  # type: ignore[no-untyped-call]
         except redis.exceptions.ResponseError as exc:
             raise HostError(f"redis: {exc}") from None
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:

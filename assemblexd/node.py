@@ -152,7 +152,8 @@ class Node:
 
     def _install(self, record: AppRecord, compiled: CompiledModule) -> None:
         """Make ``record`` the version served; the old pool drains as its calls finish."""
-        assert self._scheduler is not None and self._host is not None
+        assert self._scheduler is not None
+        assert self._host is not None
         host = self._host.handler(record, 0)
         pool = AppPool(
             self.engine,
@@ -209,7 +210,10 @@ class Node:
         return record
 
     async def call(self, app: str, op: str, payload: bytes) -> bytes:
-        """Run one operation. Raises UnknownApp, GuestError, CallTimeout, Overloaded, PayloadTooLarge."""
+        """Run one operation.
+
+        Raises UnknownApp, GuestError, CallTimeout, Overloaded, PayloadTooLarge.
+        """
         return await self._call(app, op, payload, 0)
 
     async def _call_from_guest(self, app: str, op: str, payload: bytes, depth: int) -> bytes:
@@ -235,7 +239,8 @@ class Node:
                 fut = inst.guest_call(op.encode(), payload)
                 host = loaded.host if depth == 0 else self._host_for(loaded.record, depth)
                 try:
-                    result = await self._scheduler.run(fut, self.config.call_timeout, host, deadline)
+                    budget = self.config.call_timeout
+                    result = await self._scheduler.run(fut, budget, host, deadline)
                 except WasmTrap as exc:
                     raise GuestError(f"guest trapped: {exc}") from None
             finally:

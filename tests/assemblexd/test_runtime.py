@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+
 from assemblexd.config import Config
 from assemblexd.errors import (
     BadRequest,
@@ -58,7 +59,7 @@ async def test_large_payload_and_response(node: Node, wat: Wat) -> None:
 
 async def test_unknown_operation_is_the_guests_error(node: Node, wat: Wat) -> None:
     await node.deploy("echo", wat("echo"))
-    with pytest.raises(GuestError, match="unknown operation: nope"):
+    with pytest.raises(GuestError, match=r"unknown operation: nope"):
         await node.call("echo", "nope", b"")
 
 
@@ -70,16 +71,16 @@ async def test_unknown_app(node: Node) -> None:
 async def test_guest_error_and_missing_error_text(node: Node, wat: Wat) -> None:
     await node.deploy("error", wat("error"))
     await node.deploy("noerror", wat("noerror"))
-    with pytest.raises(GuestError, match="^something went wrong$"):
+    with pytest.raises(GuestError, match=r"^something went wrong$"):
         await node.call("error", "main", b"")
-    with pytest.raises(GuestError, match="^no error message set$"):
+    with pytest.raises(GuestError, match=r"^no error message set$"):
         await node.call("noerror", "main", b"")
 
 
 async def test_trap_is_reported_and_the_instance_is_not_reused(node: Node, wat: Wat) -> None:
     await node.deploy("trap", wat("trap"))
     for _ in range(3):
-        with pytest.raises(GuestError, match="unreachable"):
+        with pytest.raises(GuestError, match=r"unreachable"):
             await node.call("trap", "main", b"")
     pool = node._apps["trap"].pool
     assert pool.created == 3
@@ -105,10 +106,11 @@ async def test_infinite_loop_times_out_and_node_keeps_serving(tmp_path: Path, wa
         for i in range(20):
             assert await node.call("echo", "echo", b"%d" % i) == b"%d" % i
         assert not spinner.done()
-        with pytest.raises(CallTimeout, match="more than 0.5s"):
+        with pytest.raises(CallTimeout, match=r"more than 0.5s"):
             await spinner
         assert node._apps["loop"].pool.idle == 0  # a timed-out instance is dropped
-        assert node._scheduler is not None and node._scheduler.slices > 0
+        assert node._scheduler is not None
+        assert node._scheduler.slices > 0
 
 
 async def test_host_waits_do_not_count_as_guest_time(tmp_path: Path, wat: Wat) -> None:
@@ -122,7 +124,7 @@ async def test_wall_clock_limit(tmp_path: Path, wat: Wat) -> None:
     config = Config(data_dir=tmp_path, call_wall_timeout=0.3)
     async with Node(config) as node:
         await node.deploy("sleep", wat("host_sleep"))
-        with pytest.raises(CallTimeout, match="wall-clock"):
+        with pytest.raises(CallTimeout, match=r"wall-clock"):
             await node.call("sleep", "main", b"5000")
         assert node.status()["instances"]["live"] == 0
 
@@ -141,7 +143,7 @@ async def test_memory_limit(tmp_path: Path, wat: Wat) -> None:
     config = Config(data_dir=tmp_path, max_memory_mib=4)
     async with Node(config) as node:
         await node.deploy("hog", wat("memhog"))
-        with pytest.raises(GuestError, match="unreachable"):
+        with pytest.raises(GuestError, match=r"unreachable"):
             await node.call("hog", "main", b"")
         await node.deploy("echo", wat("echo"))
         # 8 MiB does not fit in a 4 MiB instance: the guest cannot grow its memory.
@@ -217,24 +219,24 @@ async def test_kv_namespace(node: Node, wat: Wat) -> None:
     assert await call("hc", "main", hostcall("n", "kv", "incr", b"5")) == b"6"
     assert await call("hc", "main", hostcall("n", "kv", "get")) == b"6"
     assert await call("hc", "main", hostcall("k", "kv", "del")) == b""
-    with pytest.raises(GuestError, match="^kv: no value for key 'k'$"):
+    with pytest.raises(GuestError, match=r"^kv: no value for key 'k'$"):
         await call("hc", "main", hostcall("k", "kv", "get"))
-    with pytest.raises(GuestError, match="counters only grow"):
+    with pytest.raises(GuestError, match=r"counters only grow"):
         await call("hc", "main", hostcall("n", "kv", "incr", b"-1"))
     # Keys are scoped to the app.
     await node.deploy("other", wat("hostcall"))
-    with pytest.raises(GuestError, match="no value"):
+    with pytest.raises(GuestError, match=r"no value"):
         await call("other", "main", hostcall("n", "kv", "get"))
 
 
 async def test_capabilities(node: Node, wat: Wat) -> None:
     await node.deploy("hc", wat("hostcall"), capabilities=["host"])
     assert await node.call("hc", "main", hostcall("", "host", "echo", b"ok")) == b"ok"
-    with pytest.raises(GuestError, match="^capability not granted: kv$"):
+    with pytest.raises(GuestError, match=r"^capability not granted: kv$"):
         await node.call("hc", "main", hostcall("k", "kv", "get"))
-    with pytest.raises(GuestError, match="^unknown namespace: nope$"):
+    with pytest.raises(GuestError, match=r"^unknown namespace: nope$"):
         await node.call("hc", "main", hostcall("", "nope", "x"))
-    with pytest.raises(BadRequest, match="unknown capabilities: files"):
+    with pytest.raises(BadRequest, match=r"unknown capabilities: files"):
         await node.deploy("hc2", wat("hostcall"), capabilities=["kv", "files"])
     assert node.app("hc").capabilities == ("host",)
 
@@ -243,15 +245,15 @@ async def test_call_namespace(node: Node, wat: Wat) -> None:
     await node.deploy("hc", wat("hostcall"))
     await node.deploy("echo", wat("echo"))
     assert await node.call("hc", "main", hostcall("echo", "call", "echo", b"hi")) == b"hi"
-    with pytest.raises(GuestError, match="^call echo/nope: unknown operation: nope$"):
+    with pytest.raises(GuestError, match=r"^call echo/nope: unknown operation: nope$"):
         await node.call("hc", "main", hostcall("echo", "call", "nope"))
-    with pytest.raises(GuestError, match="no app named 'ghost'"):
+    with pytest.raises(GuestError, match=r"no app named 'ghost'"):
         await node.call("hc", "main", hostcall("ghost", "call", "main"))
 
 
 async def test_host_sleep_rejects_bad_payload(node: Node, wat: Wat) -> None:
     await node.deploy("sleep", wat("host_sleep"))
-    with pytest.raises(GuestError, match="ASCII digits"):
+    with pytest.raises(GuestError, match=r"ASCII digits"):
         await node.call("sleep", "main", b"soon")
 
 
@@ -269,17 +271,17 @@ async def test_redis_namespace(tmp_path: Path, wat: Wat, redis_server: str) -> N
         )
         assert await node.call("hc", "main", hostcall("", "redis", "INCR", b"ctr")) == b"1"
         assert await node.call("hc", "main", hostcall("", "redis", "GET", b"missing")) == b""
-        with pytest.raises(GuestError, match="redis: .*wrong number of arguments|redis: ERR"):
+        with pytest.raises(GuestError, match=r"redis: .*wrong number of arguments|redis: ERR"):
             await node.call("hc", "main", hostcall("", "redis", "SET", msgpack.packb([b"a"])))
-        with pytest.raises(GuestError, match="not allowed"):
+        with pytest.raises(GuestError, match=r"not allowed"):
             await node.call("hc", "main", hostcall("", "redis", "FLUSHALL"))
-        with pytest.raises(GuestError, match="no connection named 'other'"):
+        with pytest.raises(GuestError, match=r"no connection named 'other'"):
             await node.call("hc", "main", hostcall("other", "redis", "GET", b"k"))
 
 
 async def test_redis_without_configuration(node: Node, wat: Wat) -> None:
     await node.deploy("hc", wat("hostcall"))
-    with pytest.raises(GuestError, match="no Redis configured"):
+    with pytest.raises(GuestError, match=r"no Redis configured"):
         await node.call("hc", "main", hostcall("", "redis", "GET", b"k"))
 
 
@@ -299,9 +301,9 @@ async def test_invalid_modules_are_rejected(node: Node, wat: Wat, guest: str, re
 
 
 async def test_junk_and_empty_uploads(node: Node) -> None:
-    with pytest.raises(InvalidModule, match="does not compile"):
+    with pytest.raises(InvalidModule, match=r"does not compile"):
         await node.deploy("junk", b"\x00asm but not really")
-    with pytest.raises(InvalidModule, match="empty"):
+    with pytest.raises(InvalidModule, match=r"empty"):
         await node.deploy("empty", b"")
     assert node.apps() == []
     assert list((node.storage.data_dir / "blobs").iterdir()) == []
