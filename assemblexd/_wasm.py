@@ -579,10 +579,17 @@ class CallFuture:
         return int(inst._result.value)
 
     def close(self) -> None:
-        """Delete the future (cancels the call if it has not finished). Idempotent."""
+        """Delete the future (cancels the call if it has not finished). Idempotent.
+
+        Must not be called while another thread polls this future.
+        """
         ptr, self._ptr = self._ptr, 0
         if ptr:
             _future_delete(ptr)
+            inst = self.invocation.instance
+            inst.running = False
+            if inst.close_requested:
+                inst.close()
 
 
 def _trap_message(message: str) -> str:
@@ -604,6 +611,8 @@ class Instance:
     __slots__ = (
         "__weakref__",
         "_arg0",
+        "close_requested",
+        "running",
         "_arg1",
         "_args",
         "_error",
@@ -656,6 +665,9 @@ class Instance:
         self._arg0 = c_int32.from_address(base + _VAL_OF)
         self._arg1 = c_int32.from_address(base + _VAL_SIZE + _VAL_OF)
         self.poisoned = False
+        # A future of this store is alive: the store must outlive it (see close()).
+        self.running = False
+        self.close_requested = False
 
     def rearm(self) -> None:
         """Give the guest a fresh tick before it runs again (after a host wait)."""
@@ -671,6 +683,7 @@ class Instance:
             self._trap_addr,
             self._error_addr,
         )
+        self.running = True
         return CallFuture(Invocation(self), ptr)
 
     def bind(self) -> None:
@@ -697,6 +710,7 @@ class Instance:
             self.ctx, ctypes.addressof(ext.of.func), None, 0, None, 0,
             self._trap_addr, self._error_addr,
         )
+        self.running = True
         return CallFuture(Invocation(self), ptr, ext)
 
     def guest_call(self, op: bytes, payload: bytes) -> CallFuture:
@@ -714,13 +728,21 @@ class Instance:
             self._trap_addr,
             self._error_addr,
         )
+        self.running = True
         return CallFuture(Invocation(self, op, payload), ptr)
 
     def _args_addr(self) -> int:
         return ctypes.addressof(self._args)
 
     def close(self) -> None:
-        """Free the store (and with it the instance and its memory) now."""
+        """Free the store (and with it the instance and its memory).
+
+        If a future of this store is still alive (a worker thread may be inside a poll of a
+        cancelled call), the store is freed when that future is deleted instead.
+        """
+        if self.running:
+            self.close_requested = True
+            return
         self.memory_addr = 0
         self.memory_base = 0
         self.store.close()

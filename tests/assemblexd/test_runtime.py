@@ -354,3 +354,32 @@ async def test_corrupt_compiled_cache_is_recompiled(config: Config, wat: Wat) ->
         f.write_bytes(b"garbage")
     async with Node(config) as node:
         assert await node.call("echo", "echo", b"ok") == b"ok"
+
+
+async def test_cancelling_a_spinning_call_is_safe(node: Node, wat: Wat) -> None:
+    """A client that goes away mid-call: the guest stops, its instance is dropped, no crash."""
+    await node.deploy("loop", wat("loop"))
+    await node.deploy("echo", wat("echo"))
+    for _ in range(5):
+        task = asyncio.create_task(node.call("loop", "main", b""))
+        await asyncio.sleep(0.05)  # long enough to be on a worker thread
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert await node.call("echo", "echo", b"still here") == b"still here"
+    for _ in range(100):
+        if node.status()["instances"]["live"] == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert node.status()["instances"]["live"] == 1  # only echo's warm instance is left
+
+
+async def test_cancelling_a_call_waiting_on_the_host(node: Node, wat: Wat) -> None:
+    await node.deploy("sleep", wat("host_sleep"))
+    task = asyncio.create_task(node.call("sleep", "main", b"10000"))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert node.status()["instances"]["live"] == 0
+    assert await node.call("sleep", "main", b"1") == b"1"
