@@ -1,0 +1,3 @@
+module assemblex/guests
+
+go 1.24
