@@ -37,6 +37,17 @@ extern "wapc" fn __host_error_len() usize;
 extern "wapc" fn __host_error(ptr: [*]u8) void;
 extern "wapc" fn __console_log(ptr: [*]const u8, len: usize) void;
 
+/// The address to hand the host for `bytes`. An empty slice from an allocator points at
+/// maxInt(usize), outside linear memory, and a host that bounds-checks every pointer (even for
+/// zero bytes, as wasm's own memory.copy does) traps on it: give it an address inside memory.
+var empty: [1]u8 = undefined;
+fn addr(bytes: []const u8) [*]const u8 {
+    return if (bytes.len == 0) &empty else bytes.ptr;
+}
+fn addrMut(bytes: []u8) [*]u8 {
+    return if (bytes.len == 0) &empty else bytes.ptr;
+}
+
 /// One guest call: its payload, an arena for the call, and the error text to report.
 pub const Call = struct {
     payload: []const u8,
@@ -55,22 +66,22 @@ pub const Call = struct {
     /// as this call's error text.
     pub fn hostCall(call: *Call, binding: []const u8, namespace: []const u8, operation: []const u8, payload: []const u8) ![]u8 {
         const ok = __host_call(
-            binding.ptr,
+            addr(binding),
             binding.len,
-            namespace.ptr,
+            addr(namespace),
             namespace.len,
-            operation.ptr,
+            addr(operation),
             operation.len,
-            payload.ptr,
+            addr(payload),
             payload.len,
         );
         if (ok == 1) {
             const response = try call.allocator.alloc(u8, __host_response_len());
-            __host_response(response.ptr);
+            __host_response(addrMut(response));
             return response;
         }
         const text = try call.allocator.alloc(u8, __host_error_len());
-        __host_error(text.ptr);
+        __host_error(addrMut(text));
         call.error_text = text;
         return error.HostCallFailed;
     }
@@ -108,11 +119,11 @@ fn lookup(op: []const u8) ?Handler {
 
 /// Sends one log line to the host.
 pub fn consoleLog(message: []const u8) void {
-    __console_log(message.ptr, message.len);
+    __console_log(addr(message), message.len);
 }
 
 fn sendError(text: []const u8) void {
-    __guest_error(text.ptr, text.len);
+    __guest_error(addr(text), text.len);
 }
 
 var arena = std.heap.ArenaAllocator.init(std.heap.wasm_allocator);
@@ -124,7 +135,7 @@ export fn __guest_call(op_len: usize, msg_len: usize) u32 {
     const allocator = arena.allocator();
     const op = allocator.alloc(u8, op_len) catch return oom();
     const payload = allocator.alloc(u8, msg_len) catch return oom();
-    __guest_request(op.ptr, payload.ptr);
+    __guest_request(addrMut(op), addrMut(payload));
 
     const handler = lookup(op) orelse {
         const text = std.mem.concat(allocator, u8, &.{ "unknown operation: ", op }) catch return oom();
@@ -136,7 +147,7 @@ export fn __guest_call(op_len: usize, msg_len: usize) u32 {
         sendError(call.error_text orelse @errorName(err));
         return 0;
     };
-    __guest_response(response.ptr, response.len);
+    __guest_response(addr(response), response.len);
     return 1;
 }
 
