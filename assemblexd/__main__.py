@@ -1,0 +1,520 @@
+"""The ``assemblexd`` command: run a node, or talk to one.
+
+``main(argv)`` parses ``argv`` and returns the exit status; ``run`` builds a frozen ``Config``
+from its flags (``config_from_args``) and serves the node until SIGINT or SIGTERM. The other
+subcommands are thin wrappers over ``client.Client``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import re
+import signal
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .client import DEFAULT_URL, Client, ClientError
+from .config import Config
+from .errors import AssemblexError
+from .logs import FORMATS, setup_logging
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+__all__ = ["build_parser", "config_from_args", "main"]
+
+log = logging.getLogger("assemblexd")
+
+_DEFAULTS = Config()
+_NOT_YET = "(cluster: not yet active)"
+_BINDING_RE = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+# -- argument types (each raises ArgumentTypeError with a readable message) ---------------------
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}: {value}")
+        return value
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range 0-65535: {value}")
+    return value
+
+
+def _redis_url(text: str) -> tuple[str, str]:
+    """``URL`` (the default connection, binding "") or ``NAME=URL`` (a named one)."""
+    binding, sep, url = text.partition("=")
+    if not sep or "://" in binding or not _BINDING_RE.fullmatch(binding):
+        binding, url = "", text
+    if "://" not in url:
+        raise argparse.ArgumentTypeError(
+            f"expected URL or NAME=URL with a redis:// URL, got {text!r}"
+        )
+    return binding, url
+
+
+# -- parser --------------------------------------------------------------------------------------
+
+
+def _add_url(p: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+    p.add_argument(
+        "--url",
+        default=environ.get("ASSEMBLEX_URL", DEFAULT_URL),
+        help="base URL of the node (default: $ASSEMBLEX_URL or %(default)s)",
+    )
+
+
+def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The full command-line parser; defaults that come from the environment read ``environ``."""
+    env = os.environ if environ is None else environ
+    parser = argparse.ArgumentParser(
+        prog="assemblexd",
+        description="Assemblex: a peer-to-peer serverless platform for WebAssembly (waPC).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="run a node",
+        description="Run a node and serve its HTTP API until SIGINT/SIGTERM.",
+    )
+    net = run.add_argument_group("network")
+    net.add_argument(
+        "--host", metavar="H", default=_DEFAULTS.host, help="listen address (default: %(default)s)"
+    )
+    net.add_argument(
+        "--port",
+        metavar="P",
+        type=_port,
+        default=None,
+        help=f"listen port (default: $PORT or {_DEFAULTS.port}; 0 picks a free one)",
+    )
+    net.add_argument(
+        "--name", metavar="N", default=None, help="name of this node (default: <hostname>:<port>)"
+    )
+    net.add_argument(
+        "--data-dir",
+        metavar="D",
+        type=Path,
+        default=_DEFAULTS.data_dir,
+        help="modules, app records and local state (default: %(default)s)",
+    )
+    net.add_argument(
+        "--token", metavar="T", default=None, help="bearer token required to deploy and undeploy"
+    )
+    cluster = run.add_argument_group("cluster")
+    cluster.add_argument(
+        "--join", action="append", default=[], metavar="URL", help=f"seed node to join {_NOT_YET}"
+    )
+    cluster.add_argument(
+        "--no-mdns",
+        dest="mdns",
+        action="store_false",
+        help=f"do not discover peers with zeroconf {_NOT_YET}",
+    )
+    cluster.add_argument(
+        "--cluster-key", metavar="K", default=None, help=f"shared secret of peers {_NOT_YET}"
+    )
+    cluster.add_argument(
+        "--insecure",
+        action="store_true",
+        help=f"allow listening beyond loopback without a cluster key {_NOT_YET}",
+    )
+    host = run.add_argument_group("guests")
+    host.add_argument(
+        "--redis-url",
+        action="append",
+        type=_redis_url,
+        default=[],
+        metavar="[NAME=]URL",
+        help="Redis for the 'redis' host namespace: URL is the default connection, NAME=URL a"
+        " named one guests select with their binding (repeatable)",
+    )
+    host.add_argument(
+        "--pool-size",
+        metavar="N",
+        type=_int_at_least(0),
+        default=_DEFAULTS.pool_size,
+        help="idle warm instances kept per app (default: %(default)s)",
+    )
+    host.add_argument(
+        "--max-instances",
+        metavar="N",
+        type=_int_at_least(1),
+        default=_DEFAULTS.max_instances,
+        help="live instances on this node; beyond it calls get 503 (default: %(default)s)",
+    )
+    host.add_argument(
+        "--call-timeout",
+        type=_positive_float,
+        default=_DEFAULTS.call_timeout,
+        metavar="S",
+        help="guest execution seconds per call, host waits excluded (default: %(default)s)",
+    )
+    host.add_argument(
+        "--call-wall-timeout",
+        type=_positive_float,
+        default=_DEFAULTS.call_wall_timeout,
+        metavar="S",
+        help="wall-clock seconds per call, host waits included (default: %(default)s)",
+    )
+    host.add_argument(
+        "--max-memory",
+        type=_int_at_least(1),
+        default=_DEFAULTS.max_memory_mib,
+        metavar="MIB",
+        help="linear memory per instance, MiB (default: %(default)s)",
+    )
+    host.add_argument(
+        "--max-upload",
+        type=_int_at_least(1),
+        default=_DEFAULTS.max_upload_mib,
+        metavar="MIB",
+        help="largest module POST /deploy accepts, MiB (default: %(default)s)",
+    )
+    host.add_argument(
+        "--max-payload",
+        type=_int_at_least(1),
+        default=_DEFAULTS.max_payload_mib,
+        metavar="MIB",
+        help="largest call payload, MiB (default: %(default)s)",
+    )
+    run.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default=_DEFAULTS.log_format,
+        help="log lines on stderr as text or JSON objects (default: %(default)s)",
+    )
+
+    deploy = sub.add_parser(
+        "deploy", help="deploy a module", description="Upload a waPC module to a node."
+    )
+    deploy.add_argument("file", type=Path, metavar="FILE", help="the .wasm module")
+    deploy.add_argument("--name", default=None, help="app name (default: FILE without .wasm)")
+    deploy.add_argument(
+        "--capabilities",
+        default=None,
+        metavar="NS[,NS...]",
+        help="host namespaces to grant (host, kv, redis, call; default: all)",
+    )
+    deploy.add_argument(
+        "--token",
+        default=env.get("ASSEMBLEX_TOKEN"),
+        help="bearer token, where the node requires one (default: $ASSEMBLEX_TOKEN)",
+    )
+    _add_url(deploy, env)
+
+    call = sub.add_parser(
+        "call",
+        help="call an app",
+        description="Call an operation of an app; the response bytes go to stdout.",
+    )
+    call.add_argument("app", metavar="APP")
+    call.add_argument("op", metavar="OP", nargs="?", default="main", help="(default: %(default)s)")
+    data = call.add_mutually_exclusive_group()
+    data.add_argument("--data", default=None, metavar="S", help="payload text (UTF-8)")
+    data.add_argument(
+        "--data-file", type=Path, default=None, metavar="F", help="payload file ('-' for stdin)"
+    )
+    _add_url(call, env)
+
+    apps = sub.add_parser("apps", help="list apps", description="List the apps a node knows.")
+    _add_url(apps, env)
+
+    status = sub.add_parser(
+        "status", help="show a node's status", description="Summarize a node's status."
+    )
+    status.add_argument("--json", action="store_true", help="print the raw JSON instead")
+    _add_url(status, env)
+    return parser
+
+
+def config_from_args(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Config:
+    """The node configuration of parsed ``run`` arguments. Raises ValueError on bad values."""
+    env = os.environ if environ is None else environ
+    port = ns.port
+    if port is None:
+        port = _port_from_env(env.get("PORT"))
+    bindings = [b for b, _ in ns.redis_url]
+    duplicates = sorted({b for b in bindings if bindings.count(b) > 1})
+    if duplicates:
+        shown = ", ".join(repr(b) if b else "the default" for b in duplicates)
+        raise ValueError(f"--redis-url given twice for {shown}")
+    return Config(
+        host=ns.host,
+        port=port,
+        name=ns.name,
+        data_dir=ns.data_dir,
+        join=tuple(ns.join),
+        mdns=ns.mdns,
+        cluster_key=ns.cluster_key,
+        insecure=ns.insecure,
+        token=ns.token,
+        redis_urls=tuple(ns.redis_url),
+        pool_size=ns.pool_size,
+        max_instances=ns.max_instances,
+        call_timeout=ns.call_timeout,
+        call_wall_timeout=ns.call_wall_timeout,
+        max_memory_mib=ns.max_memory,
+        max_upload_mib=ns.max_upload,
+        max_payload_mib=ns.max_payload,
+        log_format=ns.log_format,
+    )
+
+
+def _port_from_env(text: str | None) -> int:
+    if text is None or not text.strip():
+        return _DEFAULTS.port
+    try:
+        return _port(text.strip())
+    except argparse.ArgumentTypeError as e:
+        raise ValueError(f"$PORT: {e}") from None
+
+
+# -- run -----------------------------------------------------------------------------------------
+
+
+async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
+    """Run a node and its HTTP API until ``stop`` is set (or SIGINT/SIGTERM when it is None)."""
+    # Imported here so that the client subcommands start without loading the runtime.
+    from aiohttp import web
+
+    from .api import create_app
+    from .node import Node
+
+    if stop is None:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+    async with Node(config) as node:
+        runner = web.AppRunner(create_app(node), access_log=None, shutdown_timeout=10.0)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, config.host, config.port)
+            try:
+                await site.start()
+            except OSError as e:
+                log.error("cannot listen on %s:%s: %s", config.host, config.port, e.strerror or e)
+                return 1
+            url = _listen_url(runner, config)
+            log.info("assemblexd %s listening on %s", config.node_name, url, extra={"url": url})
+            await stop.wait()
+            log.info("shutting down")
+        finally:
+            await runner.cleanup()
+    return 0
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    sigs = (signal.SIGINT, signal.SIGTERM)
+
+    def on_signal() -> None:
+        stop.set()
+        # A second signal gets the default behaviour: an impatient user can still kill it.
+        for s in sigs:
+            loop.remove_signal_handler(s)
+
+    for s in sigs:
+        loop.add_signal_handler(s, on_signal)
+
+
+def _listen_url(runner: web.AppRunner, config: Config) -> str:
+    """The URL clients use, with the real port when the config asked for port 0."""
+    for addr in runner.addresses:
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            return dataclasses.replace(config, port=int(addr[1])).url
+    return config.url
+
+
+def _run(ns: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(ns)
+    except ValueError as e:
+        print(f"assemblexd run: error: {e}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_format)
+    try:
+        return asyncio.run(serve(config))
+    except KeyboardInterrupt:
+        return 130
+    except (AssemblexError, OSError) as e:
+        # The node refused to start (data dir not writable, bad configuration, ...).
+        log.error("cannot start: %s", e.message if isinstance(e, AssemblexError) else e)
+        return 1
+
+
+# -- client commands -----------------------------------------------------------------------------
+
+
+async def _client_command(ns: argparse.Namespace) -> int:
+    async with Client(ns.url) as client:
+        if ns.command == "deploy":
+            rec = await client.deploy(
+                ns.file, name=ns.name, capabilities=ns.capabilities, token=ns.token
+            )
+            print(
+                f"deployed {rec['name']} version {rec['version']}"
+                f" ({rec['size']} bytes, sha256 {rec['sha256']})"
+            )
+        elif ns.command == "call":
+            payload = await asyncio.to_thread(_payload, ns)
+            out = await client.call(ns.app, ns.op, payload)
+            sys.stdout.buffer.write(out)
+            sys.stdout.buffer.flush()
+        elif ns.command == "apps":
+            print(_format_apps(await client.apps()))
+        elif ns.command == "status":
+            data = await client.status()
+            print(json.dumps(data, indent=2) if ns.json else _format_status(data))
+    return 0
+
+
+def _payload(ns: argparse.Namespace) -> bytes:
+    if ns.data is not None:
+        return str(ns.data).encode("utf-8")
+    if ns.data_file is not None:
+        if str(ns.data_file) == "-":
+            return sys.stdin.buffer.read()
+        return Path(ns.data_file).read_bytes()
+    return b""
+
+
+def _format_apps(apps: Sequence[Mapping[str, Any]]) -> str:
+    if not apps:
+        return "no apps deployed"
+    rows = [("NAME", "VERSION", "SIZE", "SHA256", "CAPABILITIES")]
+    for a in apps:
+        rows.append(
+            (
+                str(a.get("name", "")),
+                str(a.get("version", "")),
+                str(a.get("size", "")),
+                str(a.get("sha256", ""))[:12],
+                ",".join(a.get("capabilities", [])),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
+
+
+def _label(x: Any) -> str:
+    if isinstance(x, Mapping):
+        return str(x.get("name") or x.get("id") or x.get("url") or "?")
+    return str(x)
+
+
+def _as_list(x: Any) -> list[Any]:
+    if isinstance(x, Mapping):
+        return [
+            {"name": k, **v} if isinstance(v, Mapping) else {"name": k, "value": v}
+            for k, v in x.items()
+        ]
+    return list(x) if isinstance(x, list | tuple) else []
+
+
+def _format_status(data: Mapping[str, Any]) -> str:
+    node = data.get("node", {})
+    lines = [f"node       {_label(node)}"]
+    if isinstance(node, Mapping):
+        for key in ("id", "url"):
+            if node.get(key):
+                lines.append(f"{key:<10} {node[key]}")
+    if isinstance(data.get("uptime"), int | float):
+        lines.append(f"uptime     {_duration(data['uptime'])}")
+    instances = data.get("instances")
+    if isinstance(instances, Mapping):
+        lines.append(
+            f"instances  {instances.get('live', '?')} live of {instances.get('limit', '?')}"
+        )
+    for key in ("active", "passive", "members"):
+        items = [_label(x) for x in _as_list(data.get(key, []))]
+        lines.append(f"{key:<10} {len(items)}" + (f": {', '.join(items)}" if items else ""))
+    apps = _as_list(data.get("apps", []))
+    lines.append(f"apps       {len(apps)}")
+    for a in apps:
+        lines.append("  " + (_format_app_status(a) if isinstance(a, Mapping) else str(a)))
+    return "\n".join(lines)
+
+
+def _format_app_status(a: Mapping[str, Any]) -> str:
+    version = a.get("version", a.get("value", "?"))
+    text = f"{_label(a)} v{version}"
+    versions = a.get("versions")
+    if isinstance(versions, Mapping):
+        stale = [f"{n} v{v}" for n, v in versions.items() if v != version]
+        if stale:
+            text += f" (behind: {', '.join(stale)})"
+    pool = a.get("pool")
+    if isinstance(pool, Mapping):
+        text += f", pool {pool.get('idle', '?')} idle / {pool.get('busy', '?')} busy"
+    return text
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    d, h, m = s // 86400, s % 86400 // 3600, s % 3600 // 60
+    parts = [f"{d}d"] * bool(d) + [f"{h}h"] * bool(d or h) + [f"{m}m"] * bool(d or h or m)
+    return " ".join([*parts, f"{s % 60}s"])
+
+
+# -- entry point ---------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``assemblexd`` command line; returns the exit status."""
+    parser = build_parser()
+    try:
+        ns = parser.parse_args(argv)
+    except SystemExit as e:
+        # --help and usage errors: argparse already printed; keep main() returning.
+        return e.code if isinstance(e.code, int) else 2
+    if ns.command == "run":
+        return _run(ns)
+    try:
+        return asyncio.run(_client_command(ns))
+    except ClientError as e:
+        print(f"assemblexd {ns.command}: error: {e.message}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"assemblexd {ns.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,344 @@
+"""The HTTP API of a node (see DESIGN.md, "HTTP API").
+
+``create_app(node)`` builds the aiohttp application and does no I/O; the daemon serves it with
+``AppRunner``/``TCPSite`` and tests with ``aiohttp_client``. Handlers are thin: they parse the
+request, call one ``Node`` method and shape the answer. Every ``AssemblexError`` becomes
+``{"error": code, "message": text}`` in ``error_middleware`` and nowhere else.
+
+Bodies are read as streams against their own limit (``max_upload_mib`` for modules,
+``max_payload_mib`` for call payloads): a request whose ``Content-Length`` is over the limit is
+refused before its body is read, and a chunked one as soon as it passes the limit.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from urllib.parse import unquote
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.multipart import BodyPartReader
+
+from .config import MIB
+from .errors import AssemblexError, BadRequest, Overloaded, PayloadTooLarge, Unauthorized
+from .node import Node
+
+__all__ = ["NAME_RE", "NODE", "create_app", "error_middleware"]
+
+log = logging.getLogger(__name__)
+
+NODE = web.AppKey("node", Node)
+"""The node an application serves."""
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+"""Valid app names (matched in full)."""
+
+_CHUNK = 64 * 1024
+_MAX_FIELD = 4096
+"""Largest text form field (``name``, ``capabilities``)."""
+_MULTIPART_SLACK = 64 * 1024
+"""Room for multipart headers and text fields on top of the module itself."""
+_WASM_TYPES = frozenset({"application/wasm", "application/octet-stream"})
+_IDENTITY_ENCODINGS = frozenset({"", "binary", "7bit", "8bit"})
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+}
+
+
+def _error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every failure into a JSON error response (and log the unexpected ones)."""
+    try:
+        return await handler(request)
+    except AssemblexError as e:
+        headers: dict[str, str] = {}
+        if isinstance(e, Overloaded):
+            headers["Retry-After"] = str(e.retry_after)
+        elif isinstance(e, Unauthorized):
+            headers["WWW-Authenticate"] = 'Bearer realm="assemblex"'
+        return _error(e.status, e.code, e.message, headers)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        # Keep headers such as Allow (405); the body and its type are ours.
+        kept = {
+            k: v
+            for k, v in e.headers.items()
+            if k.lower() not in ("content-type", "content-length")
+        }
+        message = e.reason
+        if e.status == 404:
+            message = f"no route for {request.method} {request.path}"
+        return _error(e.status, _HTTP_CODES.get(e.status, f"http_{e.status}"), message, kept)
+    except ConnectionResetError:
+        raise  # the client went away: nothing to answer, nothing to log
+    except Exception:
+        log.exception("unexpected error serving %s %s", request.method, request.path)
+        return _error(500, "internal", "internal server error (see the node's log)")
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _node(request: web.Request) -> Node:
+    return request.app[NODE]
+
+
+def _check_token(request: web.Request) -> None:
+    token = _node(request).config.token
+    if not token:
+        return
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        raise Unauthorized("this node requires 'Authorization: Bearer <token>'")
+    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise Unauthorized("wrong token")
+
+
+def _check_length(request: web.Request, limit: int, what: str) -> None:
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"{what} is over the limit of {limit // MIB} MiB")
+
+
+async def _read_limited(
+    read_chunk: Callable[[int], Awaitable[bytes]], limit: int, what: str
+) -> bytes:
+    """Read a stream to its end, failing as soon as it passes ``limit`` bytes."""
+    buf = bytearray()
+    while chunk := await read_chunk(_CHUNK):
+        buf += chunk
+        if len(buf) > limit:
+            raise PayloadTooLarge(f"{what} is over the limit of {limit // MIB} MiB")
+    return bytes(buf)
+
+
+def _check_name(name: str | None) -> str:
+    if not name:
+        raise BadRequest("missing app name: give a 'name' field or ?name=")
+    if not NAME_RE.fullmatch(name):
+        raise BadRequest(
+            f"bad app name {name!r}: 1-64 characters of A-Z a-z 0-9 _ . -,"
+            " starting with a letter or digit"
+        )
+    return name
+
+
+def _parse_capabilities(text: str | None) -> list[str] | None:
+    """None (the default set) when absent; otherwise the comma-separated names, maybe none."""
+    if text is None:
+        return None
+    return [c.strip() for c in text.split(",") if c.strip()]
+
+
+def _name_from_filename(filename: str | None) -> str | None:
+    if not filename:
+        return None
+    # aiohttp's client percent-encodes file names; browsers and curl send the base name only.
+    base = unquote(filename).replace("\\", "/").rsplit("/", 1)[-1]
+    return base.removesuffix(".wasm") or None
+
+
+async def _read_field(part: BodyPartReader) -> str:
+    raw = await _read_limited(part.read_chunk, _MAX_FIELD, f"form field {part.name!r}")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(f"form field {part.name!r} is not UTF-8") from None
+
+
+async def _read_multipart(request: web.Request, limit: int) -> tuple[bytes, str | None, str | None]:
+    """The ``wasm`` file, the ``name`` (or file name) and ``capabilities`` of a deploy form."""
+    wasm: bytes | None = None
+    filename: str | None = None
+    fields: dict[str, str] = {}
+    reader = await request.multipart()
+    while True:
+        part = await reader.next()
+        if part is None:
+            break
+        if not isinstance(part, BodyPartReader):
+            raise BadRequest("nested multipart bodies are not supported")
+        encoding = part.headers.get("Content-Transfer-Encoding", "").lower()
+        if encoding not in _IDENTITY_ENCODINGS or part.headers.get("Content-Encoding"):
+            raise BadRequest("encoded form fields are not supported: send the bytes as they are")
+        if part.name == "wasm":
+            if wasm is not None:
+                raise BadRequest("more than one 'wasm' field")
+            wasm = await _read_limited(part.read_chunk, limit, "module")
+            filename = part.filename
+        elif part.name in ("name", "capabilities"):
+            if part.name in fields:
+                raise BadRequest(f"more than one {part.name!r} field")
+            fields[part.name] = (await _read_field(part)).strip()
+        else:
+            raise BadRequest(
+                f"unexpected form field {part.name!r} (expected wasm, name, capabilities)"
+            )
+    if wasm is None:
+        raise BadRequest("missing form field 'wasm' (the module file)")
+    return wasm, fields.get("name") or _name_from_filename(filename), fields.get("capabilities")
+
+
+# -- handlers -----------------------------------------------------------------------------------
+
+
+async def deploy(request: web.Request) -> web.Response:
+    _check_token(request)
+    node = _node(request)
+    limit = node.config.max_upload_mib * MIB
+    _check_length(request, limit + _MULTIPART_SLACK, "module")
+    if request.content_type == "multipart/form-data":
+        try:
+            wasm, name, caps = await _read_multipart(request, limit)
+        except (ValueError, AssertionError, RuntimeError, HttpProcessingError) as e:
+            # aiohttp's multipart parser reports a malformed body with these.
+            detail = (e.message if isinstance(e, HttpProcessingError) else str(e)).strip()
+            raise BadRequest(f"malformed multipart body: {detail or type(e).__name__}") from None
+    elif request.content_type in _WASM_TYPES:
+        wasm = await _read_limited(request.content.read, limit, "module")
+        name = request.query.get("name")
+        caps = request.query.get("capabilities")
+    else:
+        raise BadRequest(
+            "send the module as multipart/form-data with a 'wasm' file field"
+            " (curl -F wasm=@app.wasm) or as an application/wasm body with ?name="
+        )
+    if not wasm:
+        raise BadRequest("empty upload: the module has no bytes")
+    rec = await node.deploy(_check_name(name), wasm, _parse_capabilities(caps))
+    return web.json_response(
+        {"name": rec.name, "version": rec.version, "sha256": rec.sha256, "size": rec.size},
+        status=201,
+    )
+
+
+async def call(request: web.Request) -> web.Response:
+    node = _node(request)
+    limit = node.config.max_payload_mib * MIB
+    _check_length(request, limit, "payload")
+    payload = await _read_limited(request.content.read, limit, "payload")
+    result = await node.call(
+        request.match_info["app"], request.match_info.get("op", "main"), payload
+    )
+    return web.Response(body=result, content_type="application/octet-stream")
+
+
+async def list_apps(request: web.Request) -> web.Response:
+    return web.json_response([rec.to_json() for rec in _node(request).apps()])
+
+
+async def show_app(request: web.Request) -> web.Response:
+    return web.json_response(_node(request).app(request.match_info["app"]).to_json())
+
+
+async def delete_app(request: web.Request) -> web.Response:
+    _check_token(request)
+    await _node(request).undeploy(request.match_info["app"])
+    return web.Response(status=204)
+
+
+def _prefers_html(accept: str) -> bool:
+    """Whether an Accept header ranks text/html above application/json (a tie is JSON)."""
+
+    def quality(media: str) -> float:
+        best = 0.0
+        mtype, msub = media.split("/")
+        for item in accept.split(","):
+            rng, *params = (p.strip() for p in item.split(";"))
+            rtype, _, rsub = rng.lower().partition("/")
+            if not ((rtype == mtype or rtype == "*") and (rsub == msub or rsub == "*")):
+                continue
+            q = 1.0
+            for p in params:
+                key, _, val = p.partition("=")
+                if key.strip() == "q":
+                    try:
+                        q = float(val)
+                    except ValueError:
+                        q = 0.0
+            best = max(best, q)
+        return best
+
+    return quality("text/html") > quality("application/json")
+
+
+@functools.cache
+def _status_page() -> str:
+    # A package resource (package-data "static/*"). Found next to this module rather than
+    # through importlib.resources, which cannot read from a namespace package.
+    return (Path(__file__).parent / "static" / "status.html").read_text("utf-8")
+
+
+async def status(request: web.Request) -> web.Response:
+    data = _node(request).status()
+    if not _prefers_html(request.headers.get("Accept", "")):
+        return web.json_response(data)
+    # No "<" at all inside the <script> element the JSON sits in ("</script>", "<!--").
+    embedded = json.dumps(data).replace("<", "\\u003c")
+    page = _status_page().replace("/*STATUS_JSON*/null", embedded, 1)
+    return web.Response(text=page, content_type="text/html")
+
+
+async def blob(request: web.Request) -> web.FileResponse:
+    path = _node(request).blob_path(request.match_info["sha256"])
+    return web.FileResponse(path, headers={"Content-Type": "application/wasm"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(
+        body=_node(request).metrics_text(),
+        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+def create_app(node: Node) -> web.Application:
+    """The HTTP application serving ``node``. Does no I/O.
+
+    Args:
+        node: the node; its ``config`` supplies the token and the size limits.
+    """
+    config = node.config
+    # aiohttp's own cap applies to bodies read whole; the handlers stream against the
+    # precise limits, so this only needs to be at least the largest of them.
+    max_body = max(config.max_upload_mib * MIB + _MULTIPART_SLACK, config.max_payload_mib * MIB)
+    app = web.Application(middlewares=[error_middleware], client_max_size=max_body)
+    app[NODE] = node
+    app.router.add_post("/deploy", deploy)
+    for path in ("/call/{app}/{op}", "/call/{app}"):
+        app.router.add_get(path, call)
+        app.router.add_post(path, call)
+    app.router.add_get("/apps", list_apps)
+    app.router.add_get("/apps/{app}", show_app)
+    app.router.add_delete("/apps/{app}", delete_app)
+    app.router.add_get("/status", status)
+    app.router.add_get("/blobs/{sha256}", blob)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    return app

@@ -1,0 +1,243 @@
+"""A real daemon in a subprocess: HTTP deploy and call, the CLI, restart on the same data dir.
+
+The daemon logs JSON (``--log-format json``); the tests wait for its "listening" line, an event,
+rather than polling the port.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import REPO_ROOT, free_port
+
+pytestmark = pytest.mark.e2e
+
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 20.0
+CLI_TIMEOUT = 30.0
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PORT", "ASSEMBLEX_URL")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+class Daemon:
+    """``python -m assemblexd run`` on a free port, its stderr collected line by line."""
+
+    def __init__(self, data_dir: Path, *extra: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        argv = [
+            sys.executable, "-m", "assemblexd", "run",
+            "--port", str(self.port),
+            "--data-dir", str(data_dir),
+            "--name", "e2e-node",
+            "--no-mdns",
+            "--log-format", "json",
+            *extra,
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(
+            argv,
+            cwd=REPO_ROOT,
+            env=_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_listening(self) -> dict[str, Any]:
+        """The JSON log record announcing the URL; fails if the daemon exits first."""
+        while True:
+            try:
+                line = self._queue.get(timeout=START_TIMEOUT)
+            except queue.Empty:
+                pytest.fail(f"daemon did not start in {START_TIMEOUT}s:\n{self.log()}")
+            if line is None:
+                pytest.fail(f"daemon exited ({self.proc.wait()}) before listening:\n{self.log()}")
+            record: dict[str, Any] = json.loads(line)
+            if "url" in record:
+                return record
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            pytest.fail(f"daemon did not stop on SIGTERM in {STOP_TIMEOUT}s:\n{self.log()}")
+        self._reader.join(timeout=5)
+        return rc
+
+
+@pytest.fixture
+def start_daemon() -> Iterator[Callable[..., Daemon]]:
+    started: list[Daemon] = []
+
+    def start(data_dir: Path, *extra: str) -> Daemon:
+        daemon = Daemon(data_dir, *extra)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        if daemon.proc.poll() is None:
+            daemon.proc.kill()
+            daemon.proc.wait()
+
+
+def http(
+    method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=CLI_TIMEOUT) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def multipart(fields: dict[str, tuple[str | None, bytes]]) -> tuple[bytes, str]:
+    """A multipart/form-data body from name -> (file name or None, bytes), as curl -F builds it."""
+    boundary = uuid.uuid4().hex
+    parts = []
+    for name, (filename, data) in fields.items():
+        disposition = f'form-data; name="{name}"'
+        if filename is not None:
+            disposition += f'; filename="{filename}"'
+        head = f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
+        if filename is not None:
+            head += "Content-Type: application/octet-stream\r\n"
+        parts.append(head.encode() + b"\r\n" + data + b"\r\n")
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def cli(*argv: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "assemblexd", *argv],
+        cwd=REPO_ROOT,
+        env=_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=CLI_TIMEOUT,
+        check=False,
+    )
+
+
+def test_deploy_call_cli_and_restart(
+    tmp_path: Path, wat: Callable[[str], bytes], start_daemon: Callable[..., Daemon]
+) -> None:
+    data_dir = tmp_path / "data"
+    wasm = wat("echo")
+    daemon = start_daemon(data_dir)
+    announced = daemon.wait_listening()
+    assert announced["url"] == daemon.url
+    url = daemon.url
+
+    assert http("GET", f"{url}/healthz") == (200, b'{"ok": true}')
+
+    # Deploy over HTTP as `curl -F wasm=@echo.wasm` would.
+    body, content_type = multipart({"wasm": ("echo.wasm", wasm)})
+    status, answer = http("POST", f"{url}/deploy", body, {"Content-Type": content_type})
+    assert status == 201, answer
+    deployed = json.loads(answer)
+    assert deployed["name"] == "echo"
+    assert deployed["version"] == 1
+
+    assert http("POST", f"{url}/call/echo/echo", b"hello") == (200, b"hello")
+
+    # The CLI, as subprocesses.
+    wasm_file = tmp_path / "cli-echo.wasm"
+    wasm_file.write_bytes(wasm)
+    done = cli("deploy", str(wasm_file), "--url", url)
+    assert done.returncode == 0, done.stderr
+    assert b"deployed cli-echo version 1" in done.stdout
+
+    done = cli("call", "echo", "echo", "--data", "from the cli", "--url", url)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"from the cli"
+
+    payload_file = tmp_path / "payload.bin"
+    payload_file.write_bytes(bytes(range(256)))
+    done = cli("call", "cli-echo", "--data-file", str(payload_file), "--url", url)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == bytes(range(256))
+
+    done = cli("call", "echo", "nope", "--url", url)
+    assert done.returncode != 0
+    assert b"unknown operation: nope" in done.stderr
+
+    done = cli("call", "missing", "--url", url)
+    assert done.returncode != 0
+    assert b"no app named 'missing'" in done.stderr
+
+    done = cli("apps", "--url", url)
+    assert done.returncode == 0, done.stderr
+    names = [line.split()[0] for line in done.stdout.decode().splitlines()[1:]]
+    assert sorted(names) == ["cli-echo", "echo"]
+
+    done = cli("status", "--url", url)
+    assert done.returncode == 0, done.stderr
+    assert b"e2e-node" in done.stdout
+    assert b"echo" in done.stdout
+
+    assert daemon.stop() == 0
+    # Every log line is one JSON object.
+    for line in daemon.lines:
+        assert isinstance(json.loads(line), dict), line
+
+    # Restart on the same data: the apps come back with the same versions.
+    again = start_daemon(data_dir)
+    again.wait_listening()
+    status, answer = http("GET", f"{again.url}/apps/echo")
+    assert status == 200, answer
+    record = json.loads(answer)
+    assert record["version"] == deployed["version"]
+    assert record["sha256"] == deployed["sha256"]
+    assert http("POST", f"{again.url}/call/echo/echo", b"after restart") == (200, b"after restart")
+    assert again.stop() == 0
+
+
+def test_port_in_use_exits_nonzero(tmp_path: Path, start_daemon: Callable[..., Daemon]) -> None:
+    first = start_daemon(tmp_path / "a")
+    first.wait_listening()
+    second = Daemon(tmp_path / "b", "--port", str(first.port))  # later --port wins
+    try:
+        rc = second.proc.wait(timeout=START_TIMEOUT)
+    finally:
+        if second.proc.poll() is None:
+            second.proc.kill()
+    assert rc != 0
+    assert first.stop() == 0
