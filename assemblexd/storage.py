@@ -31,7 +31,7 @@ from types import TracebackType
 from .errors import NotFound
 from .records import AppRecord
 
-__all__ = ["LocalKV", "Storage"]
+__all__ = ["LocalKV", "Storage", "atomic_write"]
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` so that a crash leaves the old or the new content."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TMP_PREFIX)
     try:
@@ -65,6 +65,9 @@ def _atomic_write(path: Path, data: bytes) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+_atomic_write = atomic_write  # the name node.py imports today
 
 
 def app_file_stem(name: str) -> str:
@@ -120,7 +123,7 @@ class Storage:
         sha = hashlib.sha256(data).hexdigest()
         path = self.blobs_dir / sha
         if not path.exists():
-            _atomic_write(path, data)
+            atomic_write(path, data)
         return sha
 
     def blob_path(self, sha256: str) -> Path | None:
@@ -150,7 +153,7 @@ class Storage:
 
     def save_app(self, rec: AppRecord) -> None:
         """Write (or replace) the record of ``rec.name``, durably."""
-        _atomic_write(self._app_path(rec.name), rec.encode() + b"\n")
+        atomic_write(self._app_path(rec.name), rec.encode() + b"\n")
 
     def delete_app(self, name: str) -> None:
         """Remove the record of ``name``; no error if there is none."""
