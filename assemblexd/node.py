@@ -32,7 +32,7 @@ from .metrics import Metrics
 from .pool import AppPool, InstanceCap
 from .records import DEFAULT_CAPABILITIES, NAMESPACES, AppRecord
 from .scheduler import HostHandler, Scheduler
-from .storage import LocalKV, Storage, _atomic_write
+from .storage import LocalKV, Storage, atomic_write
 
 __all__ = ["Node"]
 
@@ -120,7 +120,7 @@ class Node:
             return path.read_text().strip()
         except FileNotFoundError:
             node_id = secrets.token_hex(8)
-            _atomic_write(path, node_id.encode())
+            atomic_write(path, node_id.encode())
             return node_id
 
     # -- modules ----------------------------------------------------------------------------
@@ -145,7 +145,7 @@ class Node:
         compiled = await asyncio.to_thread(engine.compile, wasm)
         self.metrics.compile_cache.labels("miss").inc()
         try:
-            await asyncio.to_thread(_atomic_write, cache, compiled.serialize())
+            await asyncio.to_thread(atomic_write, cache, compiled.serialize())
         except OSError as exc:
             log.warning("cannot cache compiled module %s: %s", cache.name, exc)
         return compiled
@@ -301,6 +301,9 @@ class Node:
                     "name": a.record.name,
                     "version": a.record.version,
                     "sha256": a.record.sha256,
+                    "size": a.record.size,
+                    "origin": a.record.origin,
+                    "capabilities": list(a.record.capabilities),
                     "versions": {self.name: a.record.version},
                     "pool": {"idle": a.pool.idle, "busy": a.pool.busy},
                 }
