@@ -328,6 +328,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
                 log.error("cannot listen on %s:%s: %s", config.host, config.port, e.strerror or e)
                 return 1
             url = _listen_url(runner, config)
+            node.url = url
             log.info("assemblexd %s listening on %s", config.node_name, url, extra={"url": url})
             await stop.wait()
             log.info("shutting down")

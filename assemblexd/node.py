@@ -65,6 +65,8 @@ class Node:
         self.storage = Storage(Path(config.data_dir))
         self.id = self._node_id()
         self.name = config.node_name
+        self.url = config.url
+        """The URL peers and clients reach this node at (the server sets the real port)."""
         self.metrics = Metrics()
         self._apps: dict[str, LoadedApp] = {}
         self._deploy_lock = asyncio.Lock()
@@ -290,7 +292,7 @@ class Node:
 
     def status(self) -> dict[str, Any]:
         """JSON-ready: node {id, name, url}, active [], passive [], members [self], apps."""
-        me = {"id": self.id, "name": self.name, "url": self.config.url}
+        me = {"id": self.id, "name": self.name, "url": self.url}
         return {
             "node": me,
             "active": [],
