@@ -1,0 +1,294 @@
+"""Durability: an append-only, checksummed log in one file, with group commit and compaction.
+
+File layout::
+
+    header   b"AXCRDTL1" len:u16 node_id:utf8 crc32:u32        (crc of what precedes it)
+    records  length:u32 crc32:u32 payload                       (payload = an encoded delta)
+    zeros    preallocated space, up to the next MiB
+
+Writes overwrite preallocated zeros with ``pwrite`` and then ``fdatasync``: the file's size
+does not change, so the sync flushes data only, not the file system's metadata (about 7x more
+durable writes per second than appending on ext4 here). A run of zeros where a record header
+would start is the clean end of the log.
+
+Recovery reads records until the clean end or the first record whose length or checksum is
+wrong (a torn or corrupt tail); from there on the file is zeroed and fsynced, so that what is
+written next is never followed by stale bytes that could parse as records. A crash can tear
+only writes that were never acknowledged.
+
+Group commit: ``append`` only queues a framed record (under the replica's lock, which orders
+records like the state changes); ``sync`` makes one caller the leader, which writes every
+queued record with one ``pwrite`` and one ``fdatasync`` while the others wait for it. An I/O
+error fails the log for good (after a failed fsync the kernel may have dropped the pages):
+every later call raises :class:`StorageError`.
+
+Compaction (``rewrite``) writes the whole state to ``<path>.compact``, fsyncs it, renames it
+over the log and fsyncs the directory: a crash leaves either the old log or the new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import struct
+import threading
+import zlib
+from collections.abc import Iterable
+
+from ._errors import ClosedError, StorageError
+
+__all__ = ["Log"]
+
+log = logging.getLogger("crdt")
+
+MAGIC = b"AXCRDTL1"
+_FRAME = struct.Struct(">II")
+_HEAD_LEN = struct.Struct(">H")
+_CRC = struct.Struct(">I")
+_ALLOC_STEP = 1 << 20
+_ZEROS = bytes(1 << 16)
+
+
+def _header(node_id: str) -> bytes:
+    raw = node_id.encode("utf-8")
+    head = MAGIC + _HEAD_LEN.pack(len(raw)) + raw
+    return head + _CRC.pack(zlib.crc32(head))
+
+
+def _frame(payload: bytes) -> bytes:
+    return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _allocate(fd: int, start: int, end: int) -> None:
+    """Make ``[start, end)`` of the file real zeros on disk (the caller fsyncs)."""
+    try:
+        os.posix_fallocate(fd, start, end - start)
+    except (OSError, AttributeError):  # e.g. a file system without fallocate
+        pos = start
+        while pos < end:
+            pos += os.pwrite(fd, _ZEROS[: min(len(_ZEROS), end - pos)], pos)
+
+
+def _write_new(path: str, node_id: str, payloads: Iterable[bytes]) -> tuple[int, int]:
+    """Write a complete log to ``path.compact`` and rename it over ``path``.
+
+    Returns:
+        The offset where the next record goes and the allocated size.
+    """
+    tmp = path + ".compact"
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        pos = 0
+        chunk: list[bytes] = [_header(node_id)]
+        size = len(chunk[0])
+        for payload in payloads:
+            chunk.append(_frame(payload))
+            size += len(chunk[-1])
+            if size >= _ALLOC_STEP:
+                pos += os.pwrite(fd, b"".join(chunk), pos)
+                chunk, size = [], 0
+        if chunk:
+            pos += os.pwrite(fd, b"".join(chunk), pos)
+        alloc = (pos // _ALLOC_STEP + 1) * _ALLOC_STEP
+        _allocate(fd, pos, alloc)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path)
+    return pos, alloc
+
+
+class Log:
+    """The log file of one replica. Use :meth:`open`.
+
+    Thread safety: ``append`` and ``rewrite`` are called under the replica's lock; ``sync``
+    from any thread without it.
+    """
+
+    def __init__(self, path: str, node_id: str, fd: int, pos: int, alloc: int) -> None:
+        self.path = path
+        self.node_id = node_id
+        self._fd = fd
+        self._pos = pos
+        self._alloc = alloc
+        self._cond = threading.Condition(threading.Lock())
+        self._pending: list[bytes] = []
+        self._appended = 0
+        self._durable = 0
+        self._flushing = False
+        self._failed: BaseException | None = None
+        self._closed = False
+        self.base = pos
+        """Size of the log right after it was opened or compacted."""
+
+    @classmethod
+    def open(cls, path: str, node_id: str, max_record: int) -> tuple[Log, list[tuple[int, bytes]]]:
+        """Open (or create) the log at ``path`` for ``node_id``.
+
+        Returns:
+            The log, and its records as ``(offset, payload)`` to replay in order. A record
+            the caller cannot decode is to be cut off with :meth:`discard_from`.
+
+        Raises:
+            StorageError: the file belongs to another node or its header is damaged.
+        """
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path + ".compact")  # an interrupted compaction; the log is intact
+        if not os.path.exists(path):
+            pos, alloc = _write_new(path, node_id, ())
+            return cls(path, node_id, os.open(path, os.O_RDWR), pos, alloc), []
+        fd = os.open(path, os.O_RDWR)
+        try:
+            size = os.fstat(fd).st_size
+            data = os.pread(fd, size, 0)
+            start = cls._check_header(path, data, node_id)
+            records, end = cls._scan(data, start, max_record)
+            self = cls(path, node_id, fd, end, size)
+            if data.count(0, end) != len(data) - end:
+                log.warning("crdt log %s: corrupt or torn tail at byte %d, discarded", path, end)
+                self.discard_from(end)
+            return self, records
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @staticmethod
+    def _check_header(path: str, data: bytes, node_id: str) -> int:
+        n = len(MAGIC) + _HEAD_LEN.size
+        if data[: len(MAGIC)] != MAGIC or len(data) < n:
+            raise StorageError(f"{path} is not a crdt log")
+        length: int = _HEAD_LEN.unpack_from(data, len(MAGIC))[0]
+        end = n + length + _CRC.size
+        if len(data) < end or _CRC.unpack_from(data, n + length)[0] != zlib.crc32(data[: end - 4]):
+            raise StorageError(f"{path}: damaged header")
+        owner = data[n : n + length].decode("utf-8", "replace")
+        if owner != node_id:
+            raise StorageError(f"{path} belongs to node {owner!r}, not {node_id!r}")
+        return end
+
+    @staticmethod
+    def _scan(data: bytes, pos: int, max_record: int) -> tuple[list[tuple[int, bytes]], int]:
+        records: list[tuple[int, bytes]] = []
+        end = len(data)
+        while pos + _FRAME.size <= end:
+            length, crc = _FRAME.unpack_from(data, pos)
+            start = pos + _FRAME.size
+            if not 0 < length <= max_record or start + length > end:
+                break
+            payload = data[start : start + length]
+            if zlib.crc32(payload) != crc:
+                break
+            records.append((pos, payload))
+            pos = start + length
+        return records, pos
+
+    @property
+    def size(self) -> int:
+        """Bytes of header and records written or queued so far."""
+        return self._pos + sum(map(len, self._pending))
+
+    def discard_from(self, offset: int) -> None:
+        """Zero the file from ``offset`` on and write the next record there (at open only)."""
+        end = max(os.fstat(self._fd).st_size, offset)
+        pos = offset
+        while pos < end:
+            pos += os.pwrite(self._fd, _ZEROS[: min(len(_ZEROS), end - pos)], pos)
+        os.fsync(self._fd)
+        self._pos = self.base = offset
+
+    def append(self, payload: bytes) -> int:
+        """Queue a record; returns a ticket for :meth:`sync`."""
+        frame = _frame(payload)
+        with self._cond:
+            self._check()
+            self._pending.append(frame)
+            self._appended += 1
+            return self._appended
+
+    def sync(self, ticket: int | None = None) -> None:
+        """Return once the record of ``ticket`` (default: every queued one) is on disk."""
+        with self._cond:
+            if ticket is None:
+                ticket = self._appended
+            while self._durable < ticket:
+                self._check()
+                if self._flushing:
+                    self._cond.wait()
+                    continue
+                self._flushing = True
+                batch, self._pending = self._pending, []
+                upto = self._appended
+                error: BaseException | None = None
+                self._cond.release()
+                try:
+                    self._write(b"".join(batch))
+                except BaseException as exc:
+                    error = exc
+                finally:
+                    self._cond.acquire()
+                    self._flushing = False
+                    self._cond.notify_all()
+                if error is not None:
+                    self._failed = error
+                    raise StorageError(f"crdt log {self.path}: write failed: {error}") from error
+                self._durable = upto
+
+    def _write(self, data: bytes) -> None:
+        fd, pos = self._fd, self._pos
+        grew = pos + len(data) > self._alloc
+        if grew:
+            alloc = ((pos + len(data)) // _ALLOC_STEP + 1) * _ALLOC_STEP
+            _allocate(fd, self._alloc, alloc)
+            self._alloc = alloc
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(fd, view, pos)
+            pos += n
+            view = view[n:]
+        if grew:
+            os.fsync(fd)  # the size changed: flush the metadata too
+        else:
+            os.fdatasync(fd)
+        self._pos = pos
+
+    def rewrite(self, payloads: Iterable[bytes]) -> None:
+        """Replace the log by ``payloads`` (the whole state), atomically."""
+        self.sync()
+        with self._cond:
+            self._check()
+            try:
+                pos, alloc = _write_new(self.path, self.node_id, payloads)
+                fd = os.open(self.path, os.O_RDWR)
+            except BaseException as exc:
+                self._failed = exc
+                raise StorageError(f"crdt log {self.path}: compaction failed: {exc}") from exc
+            os.close(self._fd)
+            self._fd, self._pos, self._alloc, self.base = fd, pos, alloc, pos
+
+    def _check(self) -> None:
+        if self._closed:
+            raise ClosedError("the replica is closed")
+        if self._failed is not None:
+            raise StorageError(f"crdt log {self.path} failed earlier: {self._failed}")
+
+    def close(self) -> None:
+        """Flush what is queued and close the file (idempotent)."""
+        if self._closed:
+            return
+        try:
+            if self._failed is None:
+                self.sync()
+        finally:
+            with self._cond:
+                self._closed = True
+                os.close(self._fd)
