@@ -10,7 +10,9 @@ the same, kept-alive, connections. Meanwhile a thread samples
 `Threads:` in /proc/<daemon pid>/status every 20 ms; the peak is reported. Several rounds;
 medians reported. For scale, the same load goes to a bare aiohttp server whose handler
 does `await asyncio.sleep(0.5)` (the floor of this client and aiohttp on this machine),
-alternating with the daemon. Goals (issue 2): all 200, wall time < 2.5 s, peak threads <= 32.
+alternating with the daemon, and the same 2,000 calls go to a Node inside this process
+(`node.call`, no HTTP at all: what the runtime alone costs).
+Goals (issue 2): all 200, wall time < 2.5 s, peak threads <= 32.
 
 Run: .venv/bin/python scripts/bench_sleep.py [-n CALLS] [-r ROUNDS] [-s SLEEP_MS]
 """
@@ -20,8 +22,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
+import os
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -39,6 +44,10 @@ from bench_http import (
     threads_of,
     wat,
 )
+
+sys.path.insert(0, str(ROOT))
+from assemblexd.config import Config
+from assemblexd.node import Node
 
 
 class ThreadSampler:
@@ -121,12 +130,31 @@ async def amain(args: argparse.Namespace) -> int:
     nofile = raise_nofile()
     print(f"client open-file limit: {nofile}")
     body = str(args.sleep_ms).encode()
+    async with contextlib.AsyncExitStack() as stack:
+        return await _amain(args, body, stack)
+
+
+async def _amain(args: argparse.Namespace, body: bytes, stack: contextlib.AsyncExitStack) -> int:
     with (
         Daemon(
             "--max-instances", str(args.max_instances), "--pool-size", str(args.pool_size)
         ) as daemon,
         run_bare_server() as bare,
     ):
+        # The same calls on a Node inside this process, without HTTP: what the runtime costs.
+        # (The stack closes the node before its temporary directory.)
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-sleep-inproc-"))
+        inproc_cfg = Config(
+            data_dir=Path(tmp),
+            mdns=False,
+            max_instances=args.max_instances,
+            pool_size=args.pool_size,
+        )
+        node = await stack.enter_async_context(Node(inproc_cfg))
+        await node.deploy("sleep", wat("host_sleep"))
+        assert await node.call("sleep", "main", b"1") == b"1"
+        inproc_walls: list[float] = []
+        inproc_peaks: list[int] = []
         limits = Path(f"/proc/{daemon.pid}/limits").read_text().splitlines()  # noqa: ASYNC240
         line = next((x for x in limits if x.startswith("Max open files")), "").split()
         print(
@@ -172,6 +200,24 @@ async def amain(args: argparse.Namespace) -> int:
                             flush=True,
                         )
                 await asyncio.sleep(1.0)  # let the server settle (connections closed)
+            if not args.no_inproc:
+                with ThreadSampler(os.getpid(), 0.02) as sampler:
+                    t0 = time.perf_counter()
+                    got = await asyncio.gather(
+                        *(node.call("sleep", "main", body) for _ in range(args.calls)),
+                        return_exceptions=True,
+                    )
+                    wall = time.perf_counter() - t0
+                ok = sum(1 for x in got if x == body)
+                all_ok &= ok == args.calls
+                inproc_walls.append(wall)
+                inproc_peaks.append(sampler.peak)
+                print(
+                    f"round {r + 1} inproc: wall {wall:.2f} s, peak threads of this process "
+                    f"{sampler.peak} (sampler thread included), {ok}/{args.calls} answered",
+                    flush=True,
+                )
+                await asyncio.sleep(1.0)
         if daemon.proc is not None and daemon.proc.poll() is not None:
             print("daemon died during the run:\n" + daemon.log_tail())
             return 1
@@ -200,6 +246,11 @@ async def amain(args: argparse.Namespace) -> int:
                 f"daemon/bare median {statistics.median(ratios):.2f}"
             )
         print(line)
+    if inproc_walls:
+        print(
+            f"inproc (Node in this process, no HTTP): median wall "
+            f"{statistics.median(inproc_walls):.2f} s, peak threads max {max(inproc_peaks)}"
+        )
     print(f"daemon peak threads: max {max_peak} over all bursts")
     print(
         f"goal all 200: {'met' if all_ok else 'MISSED'}; threads <= 32: "
@@ -236,6 +287,9 @@ def main() -> int:
         type=int,
         default=16,
         help="daemon --pool-size (default 16: most instances are created per burst)",
+    )
+    p.add_argument(
+        "--no-inproc", action="store_true", help="skip the in-process (no HTTP) comparison"
     )
     p.add_argument("--no-bare", action="store_true", help="skip the bare aiohttp comparison")
     p.add_argument(
