@@ -37,9 +37,12 @@ class Limits:
     """Target size of the deltas this replica produces (one entry may exceed it)."""
 
     def __post_init__(self) -> None:
-        entry = self.max_key_bytes + self.max_value_bytes + self.max_node_id_bytes + 64
-        if self.max_delta_bytes < self.chunk_bytes + entry:
-            raise ValueError("max_delta_bytes must hold a full chunk plus one largest entry")
+        # A delta we make holds up to a chunk, plus the entry that crossed it, plus a table
+        # of node ids and one claim per node: a peer with these limits must accept it.
+        entry = self.max_key_bytes + self.max_value_bytes + 64
+        nodes = self.max_nodes * (self.max_node_id_bytes + 2 + 18)
+        if self.max_delta_bytes < self.chunk_bytes + entry + nodes:
+            raise ValueError("max_delta_bytes must hold a chunk, one largest entry and the nodes")
 
     def check_key(self, key: str) -> bytes:
         """The UTF-8 form of a local key, or :class:`LocalError`."""

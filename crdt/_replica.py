@@ -37,10 +37,10 @@ log = logging.getLogger("crdt")
 # What a log record may hold, whatever limits this replica now runs with: a record that was
 # accepted once is never refused at replay.
 _REPLAY_LIMITS = Limits(
-    max_key_bytes=1 << 24,
+    max_key_bytes=1 << 20,
     max_value_bytes=1 << 28,
-    max_node_id_bytes=1 << 16,
-    max_nodes=1 << 24,
+    max_node_id_bytes=1 << 10,
+    max_nodes=1 << 16,
     max_delta_bytes=1 << 30,
 )
 _COMPACT_MIN = 8 << 20

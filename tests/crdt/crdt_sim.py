@@ -11,7 +11,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from crdt import AntiEntropy, Replica, SyncConfig, decode_message, encode_message
+from crdt import (
+    DEFAULT_LIMITS,
+    AntiEntropy,
+    Limits,
+    Replica,
+    SyncConfig,
+    decode_message,
+    encode_message,
+)
 
 
 @dataclass
@@ -62,8 +70,10 @@ class SimNet:
     sent: int = 0
     sent_bytes: int = 0
 
-    def add(self, name: str, config: SyncConfig | None = None) -> Replica:
-        replica = Replica(name, clock=lambda: 1_700_000_000.0 + self.now)
+    def add(
+        self, name: str, config: SyncConfig | None = None, limits: Limits = DEFAULT_LIMITS
+    ) -> Replica:
+        replica = Replica(name, clock=lambda: 1_700_000_000.0 + self.now, limits=limits)
         core = AntiEntropy(replica, random.Random(self.rng.random()), config)
         self.nodes[name] = (replica, core)
         return replica

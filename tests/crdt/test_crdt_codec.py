@@ -116,7 +116,9 @@ def test_malformed_deltas(data: bytes, why: str) -> None:
 
 
 def test_limits_are_enforced_on_input() -> None:
-    small = Limits(max_key_bytes=4, max_value_bytes=8, max_delta_bytes=1 << 20, chunk_bytes=1 << 10)
+    small = Limits(
+        max_key_bytes=4, max_value_bytes=8, max_nodes=4, max_delta_bytes=4096, chunk_bytes=1024
+    )
     ok = Delta(1, (), (("key", LWWRegister(1, "a", b"12345678")),))
     assert decode_delta(encode_delta(ok), small) == ok
     for bad in (

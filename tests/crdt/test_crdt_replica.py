@@ -140,7 +140,7 @@ def test_delta_costs_what_changed_not_the_store() -> None:
 
 
 def test_large_deltas_are_cut_and_resume() -> None:
-    limits = Limits(chunk_bytes=4096, max_delta_bytes=4096 + (1 << 20) + 2048)
+    limits = Limits(chunk_bytes=4096)
     a = Replica("a", limits=limits)
     b = Replica("b", limits=limits)
     c = Replica("c", limits=limits)
