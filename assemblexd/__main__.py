@@ -321,7 +321,8 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
         runner = web.AppRunner(create_app(node), access_log=None, shutdown_timeout=10.0)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, config.host, config.port)
+            # A deep accept queue: bursts of thousands of new connections are expected.
+            site = web.TCPSite(runner, config.host, config.port, backlog=4096)
             try:
                 await site.start()
             except OSError as e:

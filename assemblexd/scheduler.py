@@ -133,12 +133,17 @@ class Scheduler:
         self, inv: Invocation, request: tuple[str, str, str, bytes], host: HostHandler
     ) -> None:
         binding, namespace, operation, payload = request
+        # A parked guest runs no code: the ticker need not tick for it.
+        ticker = self._engine.ticker
+        ticker.leave()
         try:
             data = await host(binding, namespace, operation, payload)
         except HostError as exc:
             inv.complete_host_call(False, str(exc).encode())
         else:
             inv.complete_host_call(True, data)
+        finally:
+            ticker.enter()
         # Time spent waiting on the host is not guest time: give the guest a fresh tick.
         inv.instance.rearm()
 
