@@ -13,11 +13,10 @@ drives it. See ``docs/crdt.md`` for the design and its measurements.
 from __future__ import annotations
 
 from ._errors import ClosedError, Error, LocalError, RemoteError, StorageError
-from ._limits import DEFAULT_LIMITS, Limits
 from ._messages import Message, Push, SyncRequest, SyncResponse
 from ._replica import Changes, Replica
 from ._sync import AntiEntropy, SyncConfig, SyncStore
-from ._types import DeltaChunk, GCounter, LWWRegister
+from ._types import DEFAULT_LIMITS, DeltaChunk, GCounter, Limits, LWWRegister
 from ._wire import decode_message, encode_message, max_message_bytes
 
 __all__ = [

@@ -24,8 +24,7 @@ import struct
 from collections.abc import Mapping
 
 from ._errors import RemoteError
-from ._limits import MAX_INT, Limits
-from ._types import CtrEntry, Delta, LWWRegister
+from ._types import MAX_INT, CtrEntry, Delta, Limits, LWWRegister
 
 __all__ = ["decode_delta", "decode_digest", "encode_delta", "encode_digest"]
 

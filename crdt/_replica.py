@@ -25,10 +25,9 @@ from typing import NamedTuple
 
 from ._codec import decode_delta, decode_digest, encode_delta, encode_digest
 from ._errors import ClosedError, LocalError, RemoteError
-from ._limits import DEFAULT_LIMITS, Limits
 from ._log import Log
 from ._state import State
-from ._types import Delta, DeltaChunk, GCounter
+from ._types import DEFAULT_LIMITS, Delta, DeltaChunk, GCounter, Limits
 
 __all__ = ["Changes", "Replica"]
 

@@ -39,8 +39,7 @@ import bisect
 from collections.abc import Iterator, Mapping
 
 from ._errors import LocalError
-from ._limits import MAX_INT, Limits
-from ._types import CtrEntry, Delta, GCounter, LWWRegister, Slot
+from ._types import MAX_INT, CtrEntry, Delta, GCounter, Limits, LWWRegister, Slot
 
 __all__ = ["State"]
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import struct
 
 from ._errors import RemoteError
-from ._limits import DEFAULT_LIMITS, Limits
 from ._messages import Message, Push, SyncRequest, SyncResponse
+from ._types import DEFAULT_LIMITS, Limits
 
 __all__ = ["decode_message", "encode_message", "max_message_bytes"]
 

@@ -22,8 +22,7 @@ from crdt import (
     encode_message,
 )
 from crdt._codec import decode_delta, decode_digest, encode_delta, encode_digest
-from crdt._limits import MAX_INT
-from crdt._types import CtrEntry, Delta, LWWRegister
+from crdt._types import MAX_INT, CtrEntry, Delta, LWWRegister
 
 texts = st.text(max_size=8)
 node_ids = st.text(min_size=1, max_size=6)
