@@ -1,0 +1,61 @@
+"""`Subscription`: an async iterator over a node's events, one queue per subscriber."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import cast
+
+from ._messages import Event
+
+__all__ = ["Subscription"]
+
+_END = object()
+
+
+class Subscription:
+    """Events of one node from the moment of subscribing, in order.
+
+    ``async for event in subscription`` ends when the node stops or `close()` is called.
+    Events are never dropped: the queue is unbounded, so a subscriber must keep reading.
+    """
+
+    def __init__(self, on_close: Callable[[Subscription], None]) -> None:
+        self._queue: asyncio.Queue[Event | object] = asyncio.Queue()
+        self._on_close: Callable[[Subscription], None] | None = on_close
+
+    def put(self, event: Event) -> None:
+        """Queue an event (called by the node)."""
+        if self._on_close is not None:
+            self._queue.put_nowait(event)
+
+    def close(self) -> None:
+        """Stop receiving; iteration ends after the events already queued."""
+        if self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            on_close(self)
+            self._queue.put_nowait(_END)
+
+    def pending(self) -> int:
+        """Events queued and not read yet."""
+        return self._queue.qsize()
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        item = await self._queue.get()
+        if item is _END:
+            self._queue.put_nowait(_END)
+            raise StopAsyncIteration
+        return cast(Event, item)
+
+    def pop_nowait(self) -> Event | None:
+        """The next queued event, or None when there is none (or the subscription ended)."""
+        if self._queue.empty():
+            return None
+        item = self._queue.get_nowait()
+        if item is _END:
+            self._queue.put_nowait(_END)
+            return None
+        return cast(Event, item)
