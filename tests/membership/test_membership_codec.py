@@ -1,0 +1,126 @@
+"""The wire codec: every message round-trips, and garbage only ever raises
+RemoteProtocolError."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from membership import LocalProtocolError, RemoteProtocolError
+from membership._codec import FrameDecoder, decode, encode, encode_frame
+from membership._messages import (
+    Direct,
+    Disconnect,
+    ForwardJoin,
+    Gossip,
+    Graft,
+    Hello,
+    IHave,
+    Join,
+    Message,
+    Neighbor,
+    NeighborReply,
+    Peer,
+    Ping,
+    Proof,
+    Prune,
+    Shuffle,
+    ShuffleReply,
+)
+
+texts = st.text(max_size=40)
+peers = st.builds(Peer, texts, texts)
+peer_lists = st.lists(peers, max_size=12).map(tuple)
+ids = st.integers(0, 2**64 - 1)
+rounds = st.integers(0, 0xFFFF)
+ttls = st.integers(0, 255)
+blobs = st.binary(max_size=200)
+
+messages: st.SearchStrategy[Message] = st.one_of(
+    st.just(Join()),
+    st.builds(ForwardJoin, peers, ttls),
+    st.builds(Neighbor, st.booleans()),
+    st.builds(NeighborReply, st.booleans()),
+    st.just(Disconnect()),
+    st.builds(Shuffle, peers, peer_lists, ttls),
+    st.builds(ShuffleReply, peer_lists),
+    st.builds(Gossip, ids, rounds, texts, blobs),
+    st.builds(IHave, st.lists(st.tuples(ids, rounds), max_size=8).map(tuple)),
+    st.builds(Graft, ids, rounds),
+    st.just(Prune()),
+    st.builds(Direct, blobs),
+    st.builds(Hello, peers, blobs, st.booleans(), rounds),
+    st.builds(Proof, blobs),
+    st.just(Ping()),
+)
+
+
+@given(messages)
+def test_every_message_round_trips(msg: Message) -> None:
+    assert decode(encode(msg)) == msg
+
+
+@given(st.binary(max_size=300))
+def test_garbage_raises_only_remote_protocol_error(data: bytes) -> None:
+    try:
+        decode(data)
+    except RemoteProtocolError:
+        pass
+
+
+@given(messages, st.integers(0, 50))
+def test_truncated_frames_are_refused(msg: Message, cut: int) -> None:
+    data = encode(msg)
+    if cut < len(data):
+        try:
+            result = decode(data[:cut])
+        except RemoteProtocolError:
+            return
+        assert result != msg or cut == len(data)
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        [],  # no tag
+        [99],  # unknown tag
+        [1, "extra"],  # Join takes no field
+        [2, ["a", "b"], -1],  # negative ttl
+        [2, ["a", "b"], 300],  # ttl over 255
+        [2, ["a"], 3],  # a peer is [id, address]
+        [3, 1],  # Neighbor wants a boolean, not an int
+        [10, 1, 0, "o", "text"],  # Gossip payload must be bytes
+        [10, -5, 0, "o", b""],  # negative id
+        [6, ["a", "b"], [["c", "d"]] * 2000, 3],  # too many peers
+        {"tag": 1},  # not an array
+    ],
+)
+def test_malformed_messages(obj: object) -> None:
+    import msgpack
+
+    with pytest.raises(RemoteProtocolError):
+        decode(msgpack.packb(obj, use_bin_type=True))
+
+
+def test_frames_split_across_reads() -> None:
+    frames = [b"", b"a", b"hello" * 100]
+    stream = b"".join(encode_frame(f) for f in frames)
+    decoder = FrameDecoder()
+    got: list[bytes] = []
+    for i in range(0, len(stream), 3):
+        got += decoder.feed(stream[i : i + 3])
+    assert got == frames
+
+
+def test_oversized_frames_are_refused_both_ways() -> None:
+    with pytest.raises(LocalProtocolError):
+        encode_frame(b"x" * 2000, max_frame=1024)
+    decoder = FrameDecoder(max_frame=1024)
+    with pytest.raises(RemoteProtocolError):
+        decoder.feed((5000).to_bytes(4, "big"))  # refused from the prefix, before the body
+
+
+def test_encoding_a_foreign_object_is_a_local_error() -> None:
+    with pytest.raises(LocalProtocolError):
+        encode("not a message")  # type: ignore[arg-type]

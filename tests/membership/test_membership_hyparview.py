@@ -1,0 +1,299 @@
+"""HyParView: one test per message rule of the paper, plus repair, bounds and replay."""
+
+from __future__ import annotations
+
+import random
+
+from conftest import peer
+
+from membership import HyParView, HyParViewConfig, NeighborDown, NeighborUp, Peer
+from membership._messages import (
+    CoreMessage,
+    Disconnect,
+    ForwardJoin,
+    Join,
+    Neighbor,
+    NeighborReply,
+    Shuffle,
+    ShuffleReply,
+)
+
+A, B, C, D, E, F = (peer(x) for x in "abcdef")
+
+
+def sent(core: HyParView) -> list[tuple[Peer, CoreMessage]]:
+    return core.take_outbox()
+
+
+def fill_active(core: HyParView, *peers: Peer) -> None:
+    for p in peers:
+        core.on_message(p, Neighbor(high_priority=True), 0.0)
+    core.take_outbox()
+    core.take_events()
+
+
+def test_join_puts_the_contact_in_the_active_view_and_sends_join(hyparview: HyParView) -> None:
+    hyparview.join(A, 0.0)
+    assert hyparview.active == {A: None}
+    assert sent(hyparview) == [(A, Join())]
+    assert hyparview.take_events() == [NeighborUp(A)]
+    assert A in hyparview.contacts
+
+
+def test_contact_accepts_join_and_forwards_it_to_its_other_neighbours(
+    hyparview: HyParView,
+) -> None:
+    fill_active(hyparview, A, B)
+    hyparview.on_message(C, Join(), 0.0)
+    assert C in hyparview.active
+    arwl = hyparview.config.arwl
+    assert sent(hyparview) == [(A, ForwardJoin(C, arwl)), (B, ForwardJoin(C, arwl))]
+
+
+def test_join_to_a_full_node_drops_a_random_neighbour_into_the_passive_view(
+    hyparview: HyParView,
+) -> None:
+    fill_active(hyparview, A, B, C)
+    hyparview.on_message(D, Join(), 0.0)
+    out = sent(hyparview)
+    dropped = [dst for dst, msg in out if msg == Disconnect()]
+    assert len(dropped) == 1
+    assert dropped[0] in (A, B, C)
+    assert dropped[0] in hyparview.passive
+    assert set(hyparview.active) == {A, B, C, D} - {dropped[0]}
+    assert NeighborDown(dropped[0]) in hyparview.take_events()
+
+
+def test_forward_join_walk_ends_at_ttl_zero_with_a_high_priority_neighbor(
+    hyparview: HyParView,
+) -> None:
+    fill_active(hyparview, A, B)
+    hyparview.on_message(A, ForwardJoin(E, 0), 0.0)
+    assert sent(hyparview) == [(E, Neighbor(high_priority=True))]
+    assert hyparview.pending == (E,)
+
+
+def test_forward_join_ends_at_a_node_with_a_single_neighbour(hyparview: HyParView) -> None:
+    fill_active(hyparview, A)
+    hyparview.on_message(A, ForwardJoin(E, 3), 0.0)
+    assert sent(hyparview) == [(E, Neighbor(high_priority=True))]
+
+
+def test_forward_join_at_prwl_adds_the_joiner_to_the_passive_view_and_walks_on(
+    hyparview: HyParView,
+) -> None:
+    fill_active(hyparview, A, B)
+    prwl = hyparview.config.prwl
+    hyparview.on_message(A, ForwardJoin(E, prwl), 0.0)
+    assert E in hyparview.passive
+    assert sent(hyparview) == [(B, ForwardJoin(E, prwl - 1))]  # never back to the sender
+
+
+def test_forward_join_above_prwl_only_walks_on(hyparview: HyParView) -> None:
+    fill_active(hyparview, A, B)
+    hyparview.on_message(A, ForwardJoin(E, hyparview.config.prwl + 1), 0.0)
+    assert E not in hyparview.passive
+    assert sent(hyparview) == [(B, ForwardJoin(E, hyparview.config.prwl))]
+
+
+def test_high_priority_neighbor_is_accepted_even_when_full(hyparview: HyParView) -> None:
+    fill_active(hyparview, A, B, C)
+    hyparview.on_message(D, Neighbor(high_priority=True), 0.0)
+    out = sent(hyparview)
+    assert (D, NeighborReply(accepted=True)) in out
+    assert D in hyparview.active
+    assert len(hyparview.active) == 3
+    assert sum(msg == Disconnect() for _, msg in out) == 1
+
+
+def test_low_priority_neighbor_is_accepted_only_with_room(hyparview: HyParView) -> None:
+    fill_active(hyparview, A, B)
+    hyparview.on_message(C, Neighbor(high_priority=False), 0.0)
+    assert sent(hyparview) == [(C, NeighborReply(accepted=True))]
+    hyparview.on_message(D, Neighbor(high_priority=False), 0.0)
+    assert sent(hyparview) == [(D, NeighborReply(accepted=False))]
+    assert D not in hyparview.active
+
+
+def test_disconnect_moves_the_sender_to_the_passive_view(hyparview: HyParView) -> None:
+    fill_active(hyparview, A, B, C)
+    hyparview.on_message(B, Disconnect(), 0.0)
+    assert B not in hyparview.active
+    assert B in hyparview.passive
+    assert hyparview.take_events() == [NeighborDown(B)]
+
+
+def test_failed_neighbour_is_replaced_from_the_passive_view(hyparview: HyParView) -> None:
+    fill_active(hyparview, A, B, C)
+    hyparview.passive.update({D: None})
+    hyparview.on_unreachable(B, 1.0)
+    assert hyparview.take_events() == [NeighborDown(B)]
+    assert B not in hyparview.passive  # failed: forgotten, not kept in reserve
+    assert sent(hyparview) == [(D, Neighbor(high_priority=False))]
+    hyparview.on_message(D, NeighborReply(accepted=True), 1.1)
+    assert set(hyparview.active) == {A, C, D}
+    assert D not in hyparview.passive
+
+
+def test_isolated_node_asks_with_high_priority_one_at_a_time(hyparview: HyParView) -> None:
+    fill_active(hyparview, A)
+    hyparview.passive.update({D: None, E: None})
+    hyparview.on_unreachable(A, 1.0)
+    out = sent(hyparview)
+    assert len(out) == 1
+    assert out[0][1] == Neighbor(high_priority=True)
+
+
+def test_rejected_candidate_stays_passive_and_the_next_is_asked(hyparview: HyParView) -> None:
+    fill_active(hyparview, A, B, C)
+    hyparview.passive.update({D: None, E: None})
+    hyparview.on_unreachable(C, 1.0)
+    ((first, _),) = sent(hyparview)
+    hyparview.on_message(first, NeighborReply(accepted=False), 1.1)
+    assert first in hyparview.passive
+    ((second, msg),) = sent(hyparview)
+    assert second != first
+    assert msg == Neighbor(high_priority=False)
+
+
+def test_unreachable_candidate_is_forgotten_and_the_next_is_asked(hyparview: HyParView) -> None:
+    fill_active(hyparview, A, B, C)
+    hyparview.passive.update({D: None, E: None})
+    hyparview.on_unreachable(C, 1.0)
+    ((first, _),) = sent(hyparview)
+    hyparview.on_unreachable(first, 1.1)
+    assert first not in hyparview.passive
+    assert [dst for dst, _ in sent(hyparview)] == [({D, E} - {first}).pop()]
+
+
+def test_repair_backs_off_exponentially_when_every_candidate_refuses(me: Peer) -> None:
+    config = HyParViewConfig(
+        active_size=3,
+        passive_size=4,
+        repair_backoff=1.0,
+        repair_backoff_max=4.0,
+        shuffle_interval=1000.0,
+    )
+    core = HyParView(me, config, random.Random(1), now=1000.0)
+    fill_active(core, A, B, C)
+    core.passive.update({D: None})
+    core.on_unreachable(C, 10.0)
+    ((dst, _),) = sent(core)
+    core.on_message(dst, NeighborReply(accepted=False), 10.0)
+    assert sent(core) == []  # round over: wait for the backoff
+    assert core.next_deadline() == 11.0
+    core.tick(11.0)
+    assert sent(core) == [(D, Neighbor(high_priority=False))]
+    core.on_message(D, NeighborReply(accepted=False), 11.0)
+    assert core.next_deadline() == 13.0  # doubled
+    core.tick(13.0)
+    core.on_message(D, NeighborReply(accepted=False), 13.0)
+    assert core.next_deadline() == 17.0  # capped at 4
+
+
+def test_isolated_node_with_no_candidate_rejoins_through_a_contact(me: Peer) -> None:
+    config = HyParViewConfig(
+        active_size=3, passive_size=4, repair_backoff=1.0, shuffle_interval=1000.0
+    )
+    core = HyParView(me, config, random.Random(1), now=1000.0)
+    core.join(A, 0.0)
+    core.take_outbox()
+    core.on_unreachable(A, 1.0)  # the only neighbour and contact failed: nothing to ask
+    assert sent(core) == []
+    core.tick(2.0)  # after the backoff: rejoin through the remembered contact
+    assert sent(core) == [(A, Join())]
+
+
+def test_unanswered_neighbor_request_times_out(hyparview: HyParView) -> None:
+    fill_active(hyparview, A, B)
+    hyparview.on_message(A, ForwardJoin(E, 0), 0.0)
+    sent(hyparview)
+    hyparview.passive.update({E: None})
+    hyparview.tick(hyparview.config.neighbor_timeout + 0.1)
+    assert E not in hyparview.pending
+    assert E not in hyparview.passive
+
+
+def test_shuffle_sends_itself_and_samples_of_both_views_to_a_neighbour(
+    hyparview: HyParView, me: Peer
+) -> None:
+    fill_active(hyparview, A, B)
+    hyparview.passive.update({D: None, E: None, F: None})
+    hyparview.tick(hyparview.next_deadline())
+    ((dst, msg),) = sent(hyparview)
+    assert dst in (A, B)
+    assert isinstance(msg, Shuffle)
+    assert msg.origin == me
+    assert msg.ttl == hyparview.config.arwl
+    assert msg.nodes[0] == me
+    assert len(msg.nodes) == 1 + 2 + 3  # itself, min(ka, 2) active, min(kp, 3) passive
+    assert set(msg.nodes[1:3]) == {A, B}
+
+
+def test_shuffle_walks_on_while_ttl_lasts(hyparview: HyParView) -> None:
+    fill_active(hyparview, A, B)
+    hyparview.on_message(A, Shuffle(F, (F, D), 3), 0.0)
+    assert sent(hyparview) == [(B, Shuffle(F, (F, D), 2))]
+
+
+def test_shuffle_end_replies_to_the_origin_and_merges(hyparview: HyParView) -> None:
+    fill_active(hyparview, A, B)
+    hyparview.passive.update({C: None})
+    hyparview.on_message(A, Shuffle(F, (F, D), 1), 0.0)
+    assert sent(hyparview) == [(F, ShuffleReply((C,)))]
+    assert {D, F} <= set(hyparview.passive)
+
+
+def test_shuffle_reply_evicts_what_was_sent_first(me: Peer) -> None:
+    config = HyParViewConfig(active_size=2, passive_size=3, shuffle_active=0, shuffle_passive=3)
+    core = HyParView(me, config, random.Random(3))
+    fill_active(core, A)
+    core.passive.update({C: None, D: None, E: None})
+    core.tick(core.next_deadline())
+    ((_, shuffle),) = sent(core)
+    assert isinstance(shuffle, Shuffle)
+    core.on_message(A, ShuffleReply((F, peer("g"))), 1.0)
+    kept_from_before = set(core.passive) & {C, D, E}
+    assert len(kept_from_before) == 1  # two of the entries sent made room
+    assert {F, peer("g")} <= set(core.passive)
+
+
+def test_views_stay_bounded_and_disjoint(hyparview: HyParView, me: Peer) -> None:
+    rng = random.Random(5)
+    others = [peer(f"p{i}") for i in range(20)]
+    for step in range(400):
+        p = rng.choice(others)
+        msg = rng.choice(
+            [
+                Join(),
+                Neighbor(rng.random() < 0.5),
+                NeighborReply(rng.random() < 0.5),
+                Disconnect(),
+                ForwardJoin(rng.choice(others), rng.randrange(5)),
+                Shuffle(p, tuple(rng.sample(others, 5)), rng.randrange(5)),
+                ShuffleReply(tuple(rng.sample(others, 4))),
+            ]
+        )
+        hyparview.on_message(p, msg, float(step))
+        if step % 7 == 0:
+            hyparview.on_unreachable(rng.choice(others), float(step))
+        hyparview.tick(float(step))
+        hyparview.take_outbox()
+        assert len(hyparview.active) <= hyparview.config.active_size
+        assert len(hyparview.passive) <= hyparview.config.passive_size
+        assert not set(hyparview.active) & set(hyparview.passive)
+        assert me not in hyparview.active
+        assert me not in hyparview.passive
+
+
+def test_same_seed_same_behaviour(me: Peer) -> None:
+    def run(seed: int) -> list[tuple[Peer, CoreMessage]]:
+        core = HyParView(me, HyParViewConfig(active_size=3, passive_size=5), random.Random(seed))
+        fill_active(core, A, B, C)
+        core.passive.update({D: None, E: None, F: None})
+        core.on_message(A, Join(), 0.0)
+        core.on_unreachable(B, 1.0)
+        core.tick(100.0)
+        return core.take_outbox()
+
+    assert run(11) == run(11)

@@ -1,0 +1,68 @@
+"""The composed core: routing, direct messages, and neighbour events feeding the tree."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from conftest import peer
+
+from membership import (
+    DirectReceived,
+    NeighborDown,
+    NeighborUp,
+    NotNeighborError,
+    Overlay,
+    Peer,
+)
+from membership._messages import Direct, Disconnect, Gossip, IHave, Join, Neighbor
+
+A, B = peer("a"), peer("b")
+
+
+@pytest.fixture
+def overlay(me: Peer) -> Overlay:
+    return Overlay(me, random.Random(1))
+
+
+def test_direct_messages_go_to_neighbours_only(overlay: Overlay) -> None:
+    overlay.on_message(A, Join(), 0.0)
+    overlay.take_outbox()
+    overlay.send_direct(A, b"digest")
+    assert overlay.take_outbox() == [(A, Direct(b"digest"))]
+    with pytest.raises(NotNeighborError):
+        overlay.send_direct(B, b"digest")
+
+
+def test_direct_messages_are_reported_with_their_sender(overlay: Overlay) -> None:
+    overlay.on_message(A, Direct(b"delta"), 0.0)
+    assert overlay.take_events() == [DirectReceived(A, b"delta")]
+
+
+def test_new_neighbours_are_eager_at_once(overlay: Overlay) -> None:
+    overlay.on_message(A, Neighbor(high_priority=True), 0.0)
+    assert overlay.take_events() == [NeighborUp(A)]
+    overlay.take_outbox()
+    msg_id = overlay.broadcast(b"x", 0.0)
+    assert overlay.take_outbox() == [(A, Gossip(msg_id, 0, "me", b"x"))]
+
+
+def test_departed_neighbours_get_no_broadcast(overlay: Overlay) -> None:
+    overlay.on_message(A, Neighbor(high_priority=True), 0.0)
+    overlay.on_message(B, Neighbor(high_priority=True), 0.0)
+    overlay.on_message(B, Disconnect(), 0.0)
+    assert overlay.take_events()[-1] == NeighborDown(B)
+    overlay.take_outbox()
+    overlay.broadcast(b"x", 0.0)
+    assert [dst for dst, _ in overlay.take_outbox()] == [A]
+
+
+def test_frozen_membership_runs_only_broadcast_timers(overlay: Overlay) -> None:
+    overlay.on_message(A, Neighbor(high_priority=True), 0.0)
+    overlay.take_outbox()
+    assert overlay.next_deadline(membership=False) is None
+    overlay.on_message(A, IHave(((3, 1),)), 0.0)
+    graft_at = overlay.next_deadline(membership=False)
+    assert graft_at is not None
+    overlay.tick(1e9, membership=False)  # no shuffle, even long after one was due
+    assert [type(m).__name__ for _, m in overlay.take_outbox()] == ["Graft"]
