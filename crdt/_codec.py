@@ -44,7 +44,12 @@ _MIN_CTR = 1 + _CTR.size
 _MIN_DIGEST_ITEM = 2 + _U64.size
 
 
+_SMALL = [bytes((i,)) for i in range(0x80)]
+
+
 def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return _SMALL[n]
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
@@ -68,6 +73,9 @@ class _Reader:
 
     def varint(self, limit: int) -> int:
         data, pos = self.data, self.pos
+        if pos < self.end and data[pos] < 0x80 and data[pos] <= limit:  # one byte: most
+            self.pos = pos + 1
+            return data[pos]
         result = shift = 0
         while True:
             if pos >= self.end:

@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import NamedTuple
 
 from ._codec import decode_delta, decode_digest, encode_delta, encode_digest
-from ._errors import ClosedError, LocalError, RemoteError
+from ._errors import ClosedError, LocalError, RemoteError, StorageError
 from ._log import Log
 from ._state import State
 from ._types import DEFAULT_LIMITS, Delta, DeltaChunk, GCounter, Limits
@@ -107,7 +107,10 @@ class Replica:
             self._log = self._open(os.fspath(path))
 
     def _open(self, path: str) -> Log:
-        log_, records = Log.open(path, self._state.node_id, _REPLAY_LIMITS.max_delta_bytes)
+        try:
+            log_, records = Log.open(path, self._state.node_id, _REPLAY_LIMITS.max_delta_bytes)
+        except OSError as exc:
+            raise StorageError(f"cannot open crdt log {path}: {exc}") from exc
         replayed = 0
         for offset, payload in records:
             try:

@@ -71,6 +71,8 @@ def test_log_belongs_to_one_node(tmp_path: Path) -> None:
     path.write_bytes(b"hello, not a log")
     with pytest.raises(StorageError, match="not a crdt log"):
         Replica("a", path)
+    with pytest.raises(StorageError, match="cannot open"):
+        Replica("a", tmp_path / "no such dir" / "a.log")
 
 
 def _records(path: Path) -> list[tuple[int, int]]:
