@@ -11,7 +11,7 @@ What runs, all on 127.0.0.1, for the whole run:
   the same three GETs with the same Redis client as the daemon's `redis` namespace (made by
   the daemon's own code, assemblexd/hostfuncs.py: redis.asyncio, a pool of at most 256
   connections, same timeouts, raw replies), served the way the daemon serves (AppRunner
-  without access log, TCPSite defaults).
+  without access log, TCPSite with a listen backlog of 4096).
 
 For each concurrency (1, 4, 16, 64, 256, 1024) every target is loaded in turn by wrk: one
 thread, that many connections, a short warm-up run (discarded; it also fills the pools), then a
@@ -130,6 +130,7 @@ def native_server(port: int, redis_url: str) -> int:
     import asyncio
 
     from aiohttp import web
+    from redis.exceptions import RedisError
 
     from assemblexd.hostfuncs import Host
 
@@ -142,9 +143,14 @@ def native_server(port: int, redis_url: str) -> int:
         async def redis3(request: web.Request) -> web.Response:
             await request.read()  # the daemon reads the payload too
             out = b""
-            for key in KEYS:
-                value = await client.execute_command("GET", key)
-                out += value or b""
+            try:
+                for key in KEYS:
+                    value = await client.execute_command("GET", key)
+                    out += value or b""
+            except (RedisError, OSError) as exc:
+                # As the daemon answers a failed host call: a JSON 500, nothing logged.
+                body = {"error": "redis", "message": f"redis: {exc}"}
+                return web.json_response(body, status=500)
             return web.Response(body=out, content_type="application/octet-stream")
 
         async def healthz(request: web.Request) -> web.Response:
@@ -155,7 +161,8 @@ def native_server(port: int, redis_url: str) -> int:
         app.router.add_get("/healthz", healthz)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        # The daemon's listen backlog too (assemblexd/__main__.py): 1024 connections arrive at once.
+        await web.TCPSite(runner, "127.0.0.1", port, backlog=4096).start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -396,6 +403,7 @@ def summarize_profile(path: Path, top: int = 14) -> str:
     self_t: collections.Counter[str] = collections.Counter()
     incl: collections.Counter[str] = collections.Counter()
     threads: collections.Counter[str] = collections.Counter()
+    packages: collections.Counter[str] = collections.Counter()
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
@@ -409,13 +417,19 @@ def summarize_profile(path: Path, top: int = 14) -> str:
         frames = [_short(f) for f in frames]
         if frames:
             self_t[frames[-1]] += n
+            packages[_package(frames[-1])] += n
         for f in set(frames):
             if not f.endswith(_PLUMBING):
                 incl[f] += n
     if not total:
         return "  (no samples)"
     per_thread = ", ".join(f"{name} {100 * n / total:.0f}%" for name, n in threads.most_common())
-    lines = [f"  {total} samples" + (f" ({per_thread})" if per_thread else "") + "; self time:"]
+    lines = [f"  {total} samples" + (f" ({per_thread})" if per_thread else "")]
+    lines.append(
+        "  self time by package: "
+        + ", ".join(f"{name} {100 * n / total:.0f}%" for name, n in packages.most_common(8))
+    )
+    lines.append("  self time:")
     lines += [f"    {100 * n / total:5.1f}%  {f}" for f, n in self_t.most_common(top)]
     lines.append("  inclusive time (without the event loop and entry points):")
     lines += [f"    {100 * n / total:5.1f}%  {f}" for f, n in incl.most_common(top)]
@@ -432,6 +446,13 @@ _PLUMBING = (
     "(bench_seed.py)",
     "(threading.py)",
 )
+
+
+def _package(short_frame: str) -> str:
+    """`name (redis/asyncio/client.py)` -> `redis`; the standard library's modules by name."""
+    file = short_frame.rpartition(" (")[2].rstrip(")")
+    top = file.split("/", 1)[0]
+    return top.removesuffix(".py") if top else file
 
 
 def _short(frame: str) -> str:
@@ -473,7 +494,7 @@ def write_csv(points: Sequence[Point], path: Path) -> None:
 def table(points: Sequence[Point], targets: Sequence[Target], conc: Sequence[int]) -> str:
     native = {p.concurrency: p for p in points if p.target.kind == "native"}
     lines = [
-        f"{'target':<24}{'conc':>6}{'req/s':>10}{'x native':>10}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'target':<30}{'conc':>6}{'req/s':>10}{'x native':>10}{'p50 ms':>9}{'p99 ms':>9}"
         f"{'not ok':>8}"
     ]
     for c in conc:
@@ -484,7 +505,7 @@ def table(points: Sequence[Point], targets: Sequence[Target], conc: Sequence[int
             base = native.get(c)
             ratio = f"{p.rps / base.rps:.2f}" if base and base.rps and t.kind == "wasm" else ""
             lines.append(
-                f"{t.label:<24}{c:>6}{p.rps:>10.0f}{ratio:>10}{p.p50_ms:>9.2f}{p.p99_ms:>9.2f}"
+                f"{t.label:<30}{c:>6}{p.rps:>10.0f}{ratio:>10}{p.p50_ms:>9.2f}{p.p99_ms:>9.2f}"
                 f"{p.bad:>8}"
             )
         lines.append("")
@@ -682,14 +703,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     run_wrk(wrk, lua, t, c, args.warmup)
                 profile = None
                 if args.profile == c and (t.kind == "native" or t.pool == max(args.pools)):
-                    slug = "".join(ch if ch.isalnum() else "-" for ch in t.label).strip("-")
+                    slug = "-".join("".join(ch if ch.isalnum() else " " for ch in t.label).split())
                     profile = args.csv.parent / f"seed-profile-{slug}-c{c}.txt"
                     profiles.append((t.label, profile))
                 with profiled(t.pid, args.duration, profile) if profile else nullcontext():
                     p = measure(wrk, lua, t, c, args.duration)
                 points.append(p)
                 print(
-                    f"  {t.label:<24} c={c:<5} {p.rps:8.0f} req/s  p50 {p.p50_ms:7.2f} ms  "
+                    f"  {t.label:<30} c={c:<5} {p.rps:8.0f} req/s  p50 {p.p50_ms:7.2f} ms  "
                     f"p99 {p.p99_ms:7.2f} ms  non-200 {p.non200} wrong body {p.wrong_body} "
                     f"socket errors {p.socket_errors} timeouts {p.timeouts}"
                     + (f"\n      statuses {p.statuses}; first: {p.sample}" if p.sample else ""),
