@@ -2,9 +2,9 @@
 
 It prints one JSON object per line on stdout: ``ready`` (with its address), ``view`` whenever
 its active view changes, ``broadcast`` and ``direct`` for each message received. It reads
-commands on stdin, one per line: ``broadcast TEXT``, ``send NODE_ID TEXT``, ``status``,
-``quit`` (the end of stdin only stops reading commands). ``quit``, SIGTERM or SIGINT stop it. Tests and scripts drive clusters of processes this way;
-the daemon embeds `Node` instead.
+commands on stdin, one per line: ``broadcast TEXT``, ``send NODE_ID TEXT``, ``status`` and
+``quit`` (the end of stdin only stops reading commands). ``quit``, SIGTERM or SIGINT stop it.
+Tests and scripts drive clusters of processes this way; the daemon embeds `Node` instead.
 """
 
 from __future__ import annotations

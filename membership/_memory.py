@@ -76,22 +76,29 @@ class MemoryTransport:
     """An in-process network shared by every node of a test.
 
     Args:
-        max_frame: the frame limit of the channels this network makes.
+        max_frame: the frame limit of this end's channels (what it accepts and sends).
+        network: another `MemoryTransport` whose network this one joins (with its own limit).
     """
 
     scheme = "mem"
 
-    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(
+        self, max_frame: int = DEFAULT_MAX_FRAME, network: MemoryTransport | None = None
+    ) -> None:
         self.max_frame = max_frame
-        self._listeners: dict[str, asyncio.Queue[MemoryChannel]] = {}
-        self._channels: dict[str, list[MemoryChannel]] = {}
-        self._counter = 0
+        shared = network or self
+        self._listeners: dict[str, tuple[asyncio.Queue[MemoryChannel], int]] = (
+            {} if network is None else shared._listeners
+        )
+        self._channels: dict[str, list[MemoryChannel]] = {} if network is None else shared._channels
+        self._counter = [0] if network is None else shared._counter
 
     async def connect(self, address: str) -> Channel:
-        accept = self._listeners.get(address)
-        if accept is None:
+        listener = self._listeners.get(address)
+        if listener is None:
             raise ConnectError(f"nothing listens on {address}")
-        mine, theirs = MemoryChannel.pair(self.max_frame)
+        accept, limit = listener
+        mine, theirs = MemoryChannel.pair(self.max_frame, limit)
         self._channels.setdefault(address, []).extend((mine, theirs))
         accept.put_nowait(theirs)
         await asyncio.sleep(0)
@@ -107,12 +114,12 @@ class MemoryTransport:
         if not address.startswith("mem://"):
             raise LocalProtocolError(f"not a mem:// address: {address!r}")
         if address.endswith(":0") or address == "mem://":
-            self._counter += 1
-            address = f"mem://node-{self._counter}"
+            self._counter[0] += 1
+            address = f"mem://node-{self._counter[0]}"
         if address in self._listeners:
             raise LocalProtocolError(f"{address} is already served")
         accept: asyncio.Queue[MemoryChannel] = asyncio.Queue()
-        self._listeners[address] = accept
+        self._listeners[address] = (accept, self.max_frame)
         tasks: set[asyncio.Task[None]] = set()
         try:
             async with asyncio.TaskGroup() as group:

@@ -134,9 +134,8 @@ class Node:
             subscription.close()
         for task in list(self._tasks):
             task.cancel()
-        for links in list(self._links.values()):
-            for link in links:
-                await link.channel.aclose()
+        channels = [link.channel for links in self._links.values() for link in links]
+        await asyncio.gather(*(channel.aclose() for channel in channels))
         await self._stack.aclose()
 
     # --- the user's API ------------------------------------------------------------------

@@ -26,6 +26,7 @@ from ._transport import Channel, ChannelHandler, run_handler, split_address
 __all__ = ["WebSocketChannel", "WebSocketTransport", "websocket_handler"]
 
 _MESSAGE_TOO_BIG = 1009
+_CLOSE_TIMEOUT = 1.0  # how long a close waits for the other end's close frame
 
 
 class WebSocketChannel:
@@ -98,7 +99,9 @@ def websocket_handler(
     """An aiohttp request handler that upgrades to a websocket and serves it as a channel."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(max_msg_size=max_frame, autoping=True)
+        ws = web.WebSocketResponse(
+            max_msg_size=max_frame + 1, autoping=True, timeout=_CLOSE_TIMEOUT
+        )
         await ws.prepare(request)
         await run_handler(handler, WebSocketChannel(ws, max_frame))
         return ws
@@ -134,8 +137,8 @@ class WebSocketTransport:
             async with asyncio.timeout(self.connect_timeout):
                 ws = await session.ws_connect(
                     address,
-                    max_msg_size=self.max_frame,
-                    timeout=aiohttp.ClientWSTimeout(ws_close=self.connect_timeout),
+                    max_msg_size=self.max_frame + 1,  # aiohttp refuses len >= limit
+                    timeout=aiohttp.ClientWSTimeout(ws_close=_CLOSE_TIMEOUT),
                     autoping=True,
                 )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
