@@ -1,4 +1,24 @@
-"""HyParView partial mesh, Plumtree broadcast, discovery and a simulator (issue 5)."""
+"""HyParView partial mesh, Plumtree broadcast, zeroconf discovery and a simulator.
+
+A library: it knows nothing of wasm, HTTP or the CRDT store. The daemon runs one `Node`::
+
+    async with Node(NodeConfig("n1", listen="tcp://0.0.0.0:7946",
+                               advertise="tcp://10.0.0.5:7946",
+                               join=("tcp://10.0.0.2:7946",), cluster_key=b"secret")) as node:
+        events = node.events()
+        node.broadcast(b"record")              # to every node (Plumtree)
+        async for event in events:
+            match event:
+                case NeighborUp(peer):         # start anti-entropy with peer
+                    node.send(peer, b"digest") # to that neighbour only
+                case DirectReceived(peer, payload): ...
+                case BroadcastReceived(msg_id, origin, payload): ...
+                case NeighborDown(peer): ...
+
+`node.active_view()`, `node.passive_view()` and `node.status()` feed ``/status``. The pure
+protocol cores (`Overlay` = `HyParView` + `Plumtree`) run the same in the simulator
+(``python -m membership.sim``). See docs/membership.md.
+"""
 
 from ._config import HyParViewConfig, NodeConfig, PlumtreeConfig
 from ._errors import (
@@ -12,6 +32,7 @@ from ._errors import (
     TransportError,
 )
 from ._hyparview import HyParView
+from ._memory import MemoryTransport
 from ._messages import (
     BroadcastReceived,
     DirectReceived,
@@ -20,13 +41,19 @@ from ._messages import (
     NeighborUp,
     Peer,
 )
+from ._node import Node
 from ._overlay import Overlay
 from ._plumtree import Plumtree
+from ._subscription import Subscription
+from ._transport import Channel, ChannelHandler, TcpTransport, Transport
+from ._websocket import WebSocketChannel, WebSocketTransport, websocket_handler
 
 __all__ = [
     "AuthenticationError",
     "BroadcastReceived",
+    "Channel",
     "ChannelClosed",
+    "ChannelHandler",
     "ConnectError",
     "DirectReceived",
     "Event",
@@ -34,8 +61,10 @@ __all__ = [
     "HyParViewConfig",
     "LocalProtocolError",
     "MembershipError",
+    "MemoryTransport",
     "NeighborDown",
     "NeighborUp",
+    "Node",
     "NodeConfig",
     "NotNeighborError",
     "Overlay",
@@ -43,5 +72,11 @@ __all__ = [
     "Plumtree",
     "PlumtreeConfig",
     "RemoteProtocolError",
+    "Subscription",
+    "TcpTransport",
+    "Transport",
     "TransportError",
+    "WebSocketChannel",
+    "WebSocketTransport",
+    "websocket_handler",
 ]

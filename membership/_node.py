@@ -93,6 +93,7 @@ class Node:
         self._armed = float("inf")
         self._closing = False
         self._me: Peer | None = None
+        self._refused = 0
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -201,6 +202,7 @@ class Node:
             "passive": peers(core.passive_view()),
             "pending": peers(core.membership.pending),
             "links": sum(len(links) for links in self._links.values()),
+            "refused": self._refused,
         }
 
     def join(self, address: str) -> None:
@@ -218,6 +220,7 @@ class Node:
         try:
             peer = await self._handshake(channel)
         except (MembershipError, TimeoutError) as exc:
+            self._refused += 1
             _log.info("refused an incoming connection: %s", exc)
             return
         await self._run_link(peer, channel)

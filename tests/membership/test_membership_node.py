@@ -1,0 +1,199 @@
+"""`Node` over the in-process network and over real TCP on 127.0.0.1: joining, broadcast,
+direct messages, failure detection, keepalive, seeds with backoff, the cluster key, and
+garbage or oversized frames."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from membership_cluster import cluster, raw_handshake
+
+from membership import (
+    BroadcastReceived,
+    ChannelClosed,
+    DirectReceived,
+    MembershipError,
+    MemoryTransport,
+    NeighborDown,
+    NeighborUp,
+    NotNeighborError,
+    TcpTransport,
+)
+from membership._codec import encode
+from membership._messages import Neighbor
+
+KINDS = ["memory", "tcp"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_nodes_join_into_a_symmetric_connected_overlay(kind: str) -> None:
+    async with cluster(kind) as c:
+        seed = await c.start("n0")
+        for i in range(1, 6):
+            await c.start(f"n{i}", join=[seed.me.address])
+        await c.wait_until(lambda: c.symmetric() and c.connected())
+        for node in c.nodes:
+            assert 1 <= len(node.active_view()) <= 3
+            status = node.status()
+            assert status["id"] == node.me.id
+            assert {p["id"] for p in status["active"]} == {p.id for p in node.active_view()}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_broadcast_reaches_every_node_exactly_once(kind: str) -> None:
+    async with cluster(kind) as c:
+        seed = await c.start("n0")
+        for i in range(1, 6):
+            await c.start(f"n{i}", join=[seed.me.address])
+        await c.wait_until(lambda: c.symmetric() and c.connected())
+        subscriptions = [n.events() for n in c.nodes[1:]]
+        first = seed.broadcast(b"one")
+        second = c.nodes[3].broadcast(b"two")
+        for node, subscription in zip(c.nodes[1:], subscriptions, strict=True):
+            want = {first} | ({second} if node is not c.nodes[3] else set())
+            got: list[int] = []
+            async with asyncio.timeout(10):
+                async for event in subscription:
+                    if isinstance(event, BroadcastReceived):
+                        got.append(event.msg_id)
+                        if set(got) == want:
+                            break
+            assert sorted(got) == sorted(want)  # no duplicate before both arrived
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_direct_messages_reach_one_neighbour(kind: str) -> None:
+    async with cluster(kind) as c:
+        a = await c.start("a")
+        b = await c.start("b", join=[a.me.address])
+        await c.wait_until(lambda: c.symmetric())
+        events = a.events()
+        b.send(a.me, b"digest")
+        async with asyncio.timeout(5):
+            async for event in events:
+                if isinstance(event, DirectReceived):
+                    assert event == DirectReceived(b.me, b"digest")
+                    break
+        stranger = a.me._replace(id="nobody")
+        with pytest.raises(NotNeighborError):
+            b.send(stranger, b"x")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_stopped_node_is_reported_down_and_replaced(kind: str) -> None:
+    async with cluster(kind) as c:
+        seed = await c.start("n0")
+        for i in range(1, 6):
+            await c.start(f"n{i}", join=[seed.me.address])
+        await c.wait_until(lambda: c.symmetric() and c.connected())
+        victim = c.nodes[2]
+        watchers = [n for n in c.nodes if victim.me in n.active_view()]
+        subscriptions = [n.events() for n in watchers]
+        await victim.__aexit__(None, None, None)
+        c.nodes.remove(victim)
+        for subscription in subscriptions:
+            async with asyncio.timeout(5):
+                async for event in subscription:
+                    if event == NeighborDown(victim.me):
+                        break
+        # Five nodes of degree 3 cannot all be full (odd degree sum): at least 2 each.
+        await c.wait_until(
+            lambda: (
+                c.symmetric()
+                and c.connected()
+                and all(len(n.active_view()) >= 2 for n in c.nodes)
+                and sum(len(n.active_view()) for n in c.nodes) >= 14
+            )
+        )
+
+
+async def test_seed_is_dialled_again_with_backoff_until_it_comes_up() -> None:
+    async with cluster("memory") as c:
+        late = await c.start("late-joiner", join=["mem://seed"])
+        events = late.events()
+        c.listen = "mem://seed"
+        seed = await c.start("seed")
+        async with asyncio.timeout(5):
+            async for event in events:
+                if event == NeighborUp(seed.me):
+                    break
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_wrong_key_and_no_key_are_kept_out(kind: str) -> None:
+    async with cluster(kind) as c:
+        a = await c.start("a", cluster_key=b"right")
+        b = await c.start("b", join=[a.me.address], cluster_key=b"right")
+        await c.wait_until(lambda: c.symmetric())
+        wrong = await c.start("wrong", join=[a.me.address], cluster_key=b"wrong")
+        open_node = await c.start("open", join=[b.me.address])
+        await c.wait_until(lambda: a.status()["refused"] >= 2 and b.status()["refused"] >= 2)
+        for node in (a, b):
+            assert {p.id for p in node.active_view()} <= {"a", "b"}
+            assert {p.id for p in node.passive_view()} <= {"a", "b"}
+        assert wrong.active_view() == ()
+        assert open_node.active_view() == ()
+        with pytest.raises(MembershipError):  # a hand-made peer with a wrong key
+            await raw_handshake(c.transport, a.me.address, "intruder", b"guess")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_garbage_frame_closes_that_connection_only(kind: str) -> None:
+    async with cluster(kind) as c:
+        a = await c.start("a")
+        b = await c.start("b", join=[a.me.address])
+        await c.wait_until(lambda: c.symmetric())
+        channel, _ = await raw_handshake(c.transport, a.me.address, "rogue", None)
+        await channel.send(b"\xc1 this is not msgpack")
+        with pytest.raises(ChannelClosed):
+            async with asyncio.timeout(5):
+                while True:
+                    await channel.receive()  # pings, then the close
+        assert b.me in a.active_view()
+        events = b.events()
+        a.broadcast(b"still connected")
+        async with asyncio.timeout(5):
+            async for event in events:
+                if isinstance(event, BroadcastReceived):
+                    break
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_oversized_frame_closes_that_connection_only(kind: str) -> None:
+    async with cluster(kind) as c:
+        a = await c.start("a")
+        b = await c.start("b", join=[a.me.address])
+        await c.wait_until(lambda: c.symmetric())
+        limit = a.config.max_frame
+        big = (
+            MemoryTransport(4 * limit, c.transport)
+            if isinstance(c.transport, MemoryTransport)
+            else TcpTransport(4 * limit)
+        )
+        channel, _ = await raw_handshake(big, a.me.address, "rogue", None)
+        await channel.send(b"\x00" * (limit + 10))
+        with pytest.raises(ChannelClosed):
+            async with asyncio.timeout(5):
+                while True:
+                    await channel.receive()
+        assert b.me in a.active_view()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_silent_neighbour_is_dropped_by_the_keepalive(kind: str) -> None:
+    async with cluster(kind) as c:
+        a = await c.start("a")
+        events = a.events()
+        channel, _ = await raw_handshake(c.transport, a.me.address, "mute", None)
+        await channel.send(encode(Neighbor(high_priority=True)))
+        async with asyncio.timeout(5):
+            async for event in events:
+                if isinstance(event, NeighborUp):
+                    mute = event.peer
+                    break
+        async with asyncio.timeout(a.config.keepalive_timeout + 5):
+            async for event in events:  # it never pings back: the reader times out
+                if event == NeighborDown(mute):
+                    break
+        await channel.aclose()
