@@ -43,11 +43,13 @@ deltas = st.builds(
 )
 
 
+@settings(deadline=None)
 @given(deltas)
 def test_delta_round_trip(delta: Delta) -> None:
     assert decode_delta(encode_delta(delta), DEFAULT_LIMITS) == delta
 
 
+@settings(deadline=None)
 @given(st.dictionaries(node_ids, stamps, max_size=6))
 def test_digest_round_trip(vv: dict[str, int]) -> None:
     assert decode_digest(encode_digest(vv), DEFAULT_LIMITS) == vv
@@ -142,6 +144,7 @@ def test_digest_must_be_canonical() -> None:
         decode_digest(swapped, DEFAULT_LIMITS)
 
 
+@settings(deadline=None)
 @given(
     st.one_of(
         st.builds(SyncRequest, st.binary()),

@@ -15,32 +15,38 @@ slots = st.tuples(st.integers(1, 4), st.integers(1, 4))
 counters = st.builds(GCounter, st.dictionaries(nodes, slots))
 
 
+@settings(deadline=None)
 @given(registers, registers)
 def test_register_merge_commutes(a: LWWRegister, b: LWWRegister) -> None:
     assert a.merge(b) == b.merge(a)
 
 
+@settings(deadline=None)
 @given(registers, registers, registers)
 def test_register_merge_associates(a: LWWRegister, b: LWWRegister, c: LWWRegister) -> None:
     assert a.merge(b).merge(c) == a.merge(b.merge(c))
 
 
+@settings(deadline=None)
 @given(registers, registers)
 def test_register_merge_is_idempotent(a: LWWRegister, b: LWWRegister) -> None:
     assert a.merge(a) == a
     assert a.merge(b).merge(b) == a.merge(b)
 
 
+@settings(deadline=None)
 @given(counters, counters)
 def test_counter_merge_commutes(a: GCounter, b: GCounter) -> None:
     assert a.merge(b) == b.merge(a)
 
 
+@settings(deadline=None)
 @given(counters, counters, counters)
 def test_counter_merge_associates(a: GCounter, b: GCounter, c: GCounter) -> None:
     assert a.merge(b).merge(c) == a.merge(b.merge(c))
 
 
+@settings(deadline=None)
 @given(counters, counters)
 def test_counter_merge_is_idempotent_and_grows(a: GCounter, b: GCounter) -> None:
     assert a.merge(a) == a
