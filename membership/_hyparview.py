@@ -31,9 +31,10 @@ Rules, as in the paper's Algorithm 1:
 Repair. A node whose active view is not full (a neighbour failed, or dropped it) asks passive
 peers, one request per free slot, with high priority only when it has no neighbour at all (as
 the paper). A rejected or unreachable candidate is passed over for the next; a round stops
-after ``repair_rejections`` rejections or when the passive view is exhausted, and the next
-round waits an exponential backoff. A node with no neighbour and no candidate re-sends JOIN to
-a remembered contact at each backoff step: this is the reconnection of an isolated node.
+after ``repair_rejections`` rejections (unless the node is down to a single neighbour) or when
+the passive view is exhausted, and the next round waits an exponential backoff. A node with
+no neighbour and no candidate re-sends JOIN to a remembered contact at each backoff step:
+this is the reconnection of an isolated node.
 The paper replaces only failed neighbours; filling any free slot (as Partisan does with its
 minimum active size) keeps the in-degree near the view size under join churn.
 
@@ -367,7 +368,8 @@ class HyParView:
         while len(self.active) + len(self._pending) < size:
             if not self.active and self._pending:
                 return  # one high-priority request at a time, as the paper
-            if self._rejections >= self.config.repair_rejections:
+            if self._rejections >= self.config.repair_rejections and len(self.active) > 1:
+                # A node down to one neighbour is one failure from isolation: it asks on.
                 break
             candidates = [
                 p for p in self.passive if p not in self._pending and p not in self._tried

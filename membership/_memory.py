@@ -91,7 +91,7 @@ class MemoryTransport:
             {} if network is None else shared._listeners
         )
         self._channels: dict[str, list[MemoryChannel]] = {} if network is None else shared._channels
-        self._counter = [0] if network is None else shared._counter
+        self._counter: list[int] = [0] if network is None else shared._counter
 
     async def connect(self, address: str) -> Channel:
         listener = self._listeners.get(address)

@@ -13,7 +13,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import replace
 
-from membership import HyParViewConfig, Node, NodeConfig, Peer, Subscription
+from membership import ChannelClosed, HyParViewConfig, Node, NodeConfig, Peer, Subscription
 from membership._auth import Handshake
 from membership._codec import decode, encode
 from membership._memory import MemoryTransport
@@ -82,9 +82,9 @@ class Cluster:
 
         self._group.create_task(pump())
 
-    async def wait_until(self, condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    async def wait_until(self, condition: Callable[[], bool], limit: float = 15.0) -> None:
         """Return once `condition()` holds, re-checked at every event of any node."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(limit):
             while not condition():
                 self._changed.clear()
                 with contextlib.suppress(TimeoutError):
@@ -126,6 +126,18 @@ async def cluster(kind: str) -> AsyncIterator[Cluster]:
     async with contextlib.AsyncExitStack() as stack:
         group = await stack.enter_async_context(asyncio.TaskGroup())
         yield Cluster(transport, listen, stack, group)
+
+
+async def closed_by_peer(channel: Channel) -> bool:
+    """Read (pings and all) until the node closes `channel`; True if it did within 5 s."""
+    try:
+        async with asyncio.timeout(5):
+            while True:
+                await channel.receive()
+    except ChannelClosed:
+        return True
+    except TimeoutError:
+        return False
 
 
 async def raw_handshake(
