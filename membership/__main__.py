@@ -14,7 +14,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
+import stat
 import sys
 from dataclasses import replace
 from typing import Any
@@ -114,6 +116,9 @@ def _command(node: Node, line: str) -> bool:
 
 
 async def _stdin_lines() -> asyncio.StreamReader:
+    mode = os.fstat(sys.stdin.fileno()).st_mode
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or sys.stdin.isatty()):
+        raise ValueError("stdin is not a pipe, a socket or a terminal")
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -135,7 +140,10 @@ async def run(config: NodeConfig) -> None:
                 _report(node, event)
 
         async def commands() -> None:
-            reader = await _stdin_lines()
+            try:
+                reader = await _stdin_lines()
+            except (OSError, ValueError):  # stdin is a file or /dev/null: no commands
+                return
             while line := await reader.readline():
                 if not _command(node, line.decode(errors="replace")):
                     stop.set()
