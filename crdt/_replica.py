@@ -40,6 +40,7 @@ _REPLAY_LIMITS = Limits(
     max_value_bytes=1 << 28,
     max_node_id_bytes=1 << 10,
     max_nodes=1 << 16,
+    max_digest_bytes=1 << 27,
     max_delta_bytes=1 << 30,
 )
 _COMPACT_MIN = 8 << 20

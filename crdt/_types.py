@@ -137,26 +137,34 @@ class Limits:
 
     max_key_bytes: int = 1024
     """Longest key, in UTF-8 bytes."""
-    max_value_bytes: int = 1 << 20
+    max_value_bytes: int = 256 << 10
     """Largest register value."""
     max_node_id_bytes: int = 128
     """Longest node id, in UTF-8 bytes."""
-    max_nodes: int = 16384
-    """Most distinct node ids in one digest or delta."""
-    max_digest_bytes: int = 2 << 20
+    max_nodes: int = 4096
+    """Most distinct node ids in one digest or delta: the most nodes that ever wrote."""
+    max_digest_bytes: int = 1 << 20
     """Largest digest accepted."""
-    max_delta_bytes: int = 8 << 20
+    max_delta_bytes: int = 4 << 20
     """Largest delta accepted by ``merge``."""
-    chunk_bytes: int = 1 << 20
-    """Target size of the deltas this replica produces (one entry may exceed it)."""
+    chunk_bytes: int = 256 << 10
+    """Target size of the deltas this replica produces (one entry may exceed it).
+
+    With the defaults, what a replica sends stays under 600 KiB for clusters of up to a
+    thousand writers: a delta of at most a chunk and one largest entry, plus about 40 bytes
+    per node, and a digest of about 20 bytes per node. It fits in a 1 MiB frame.
+    """
 
     def __post_init__(self) -> None:
         # A delta we make holds up to a chunk, plus the entry that crossed it, plus a table
         # of node ids and one claim per node: a peer with these limits must accept it.
+        # The same for a digest listing max_nodes nodes.
         entry = self.max_key_bytes + self.max_value_bytes + 64
         nodes = self.max_nodes * (self.max_node_id_bytes + 2 + 18)
         if self.max_delta_bytes < self.chunk_bytes + entry + nodes:
             raise ValueError("max_delta_bytes must hold a chunk, one largest entry and the nodes")
+        if self.max_digest_bytes < 8 + self.max_nodes * (self.max_node_id_bytes + 2 + 8):
+            raise ValueError("max_digest_bytes must hold a digest of max_nodes nodes")
 
     def check_key(self, key: str) -> bytes:
         """The UTF-8 form of a local key, or :class:`LocalError`."""

@@ -5,7 +5,18 @@ from __future__ import annotations
 import pytest
 from crdt_sim import FakeClock, canonical, exchange, full_exchange
 
-from crdt import ClosedError, Error, Limits, LocalError, Replica
+from crdt import (
+    ClosedError,
+    Error,
+    Limits,
+    LocalError,
+    LWWRegister,
+    Replica,
+    SyncResponse,
+    encode_message,
+)
+from crdt._codec import encode_delta
+from crdt._types import Delta
 
 
 def test_registers_and_counters() -> None:
@@ -177,3 +188,25 @@ def test_behind_flag() -> None:
     a.set("k", b"1")
     assert b.delta_chunk(a.digest()).behind is True
     assert a.delta_chunk(b.digest()).behind is False
+
+
+def test_what_a_replica_sends_fits_a_1_mib_frame() -> None:
+    r = Replica("r")
+    big = b"x" * r.limits.max_value_bytes
+    for i in range(1000):  # a thousand writers, some of them writing the largest values
+        node = f"node-{i:04}-{'n' * 100}"
+        value = big if i % 100 == 0 else b"v" * 100
+        reg = LWWRegister(1000 + i, node, value)
+        r.merge(encode_delta(Delta(1000 + i, ((node, 0, 1000 + i),), ((f"k{i}", reg),))))
+    empty = Replica("empty")
+    sizes = []
+    while True:
+        chunk = r.delta_chunk(empty.digest())
+        if chunk.delta is None:
+            break
+        msg = encode_message(SyncResponse(chunk.delta, chunk.more, r.digest()))
+        sizes.append(len(msg))
+        empty.merge(chunk.delta)
+    assert canonical(empty) == canonical(r)
+    assert len(sizes) > 3
+    assert max(sizes) < 1 << 20
