@@ -19,6 +19,7 @@ from membership._codec import decode, encode
 from membership._memory import MemoryTransport
 from membership._messages import Hello, Proof
 from membership._transport import Channel, TcpTransport, Transport
+from membership._websocket import WebSocketTransport
 
 FAST = NodeConfig(
     node_id="template",
@@ -40,9 +41,11 @@ FAST = NodeConfig(
 
 
 def make_transport(kind: str) -> tuple[Transport, str]:
-    """A transport of `kind` ("memory" or "tcp") and the address to listen on."""
+    """A transport of `kind` ("memory", "tcp" or "websocket") and the address to listen on."""
     if kind == "memory":
         return MemoryTransport(), "mem://:0"
+    if kind == "websocket":
+        return WebSocketTransport(), "ws://127.0.0.1:0"
     return TcpTransport(), "tcp://127.0.0.1:0"
 
 

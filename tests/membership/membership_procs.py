@@ -61,7 +61,9 @@ class ProcessCluster:
         self.changed = asyncio.Event()
         self._group = group
 
-    async def start(self, node_id: str, args: Sequence[str], prefix: Sequence[str] = ()) -> NodeProcess:
+    async def start(
+        self, node_id: str, args: Sequence[str], prefix: Sequence[str] = ()
+    ) -> NodeProcess:
         proc = await asyncio.create_subprocess_exec(
             *prefix,
             sys.executable,

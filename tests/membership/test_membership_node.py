@@ -23,9 +23,10 @@ from membership._codec import encode
 from membership._messages import Neighbor
 
 KINDS = ["memory", "tcp"]
+ALL_KINDS = [*KINDS, "websocket"]  # the daemon may carry the peer protocol on its HTTP port
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
 async def test_nodes_join_into_a_symmetric_connected_overlay(kind: str) -> None:
     async with cluster(kind) as c:
         seed = await c.start("n0")
@@ -39,7 +40,7 @@ async def test_nodes_join_into_a_symmetric_connected_overlay(kind: str) -> None:
             assert {p["id"] for p in status["active"]} == {p.id for p in node.active_view()}
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
 async def test_broadcast_reaches_every_node_exactly_once(kind: str) -> None:
     async with cluster(kind) as c:
         seed = await c.start("n0")
@@ -61,7 +62,7 @@ async def test_broadcast_reaches_every_node_exactly_once(kind: str) -> None:
             assert sorted(got) == sorted(want)  # no duplicate before both arrived
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
 async def test_direct_messages_reach_one_neighbour(kind: str) -> None:
     async with cluster(kind) as c:
         a = await c.start("a")
@@ -79,7 +80,7 @@ async def test_direct_messages_reach_one_neighbour(kind: str) -> None:
             b.send(stranger, b"x")
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
 async def test_stopped_node_is_reported_down_and_replaced(kind: str) -> None:
     async with cluster(kind) as c:
         seed = await c.start("n0")
@@ -137,7 +138,7 @@ async def test_wrong_key_and_no_key_are_kept_out(kind: str) -> None:
             await raw_handshake(c.transport, a.me.address, "intruder", b"guess")
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
 async def test_garbage_frame_closes_that_connection_only(kind: str) -> None:
     async with cluster(kind) as c:
         a = await c.start("a")

@@ -32,8 +32,9 @@ async def test_eight_processes_lose_four_and_the_rest_stay_connected() -> None:
         # The dead are dropped and the views refill: four survivors with room for three
         # neighbours each end up all connected to each other.
         await cluster.wait_until(
-            lambda: cluster.connected(survivors)
-            and all(n.active == names - {n.id} for n in survivors),
+            lambda: (
+                cluster.connected(survivors) and all(n.active == names - {n.id} for n in survivors)
+            ),
             limit=60,
         )
 
