@@ -37,7 +37,7 @@ from ._auth import Handshake
 from ._codec import decode, encode
 from ._config import NodeConfig
 from ._errors import LocalProtocolError, MembershipError, RemoteProtocolError
-from ._messages import CoreMessage, Event, Hello, Peer, Ping, Proof
+from ._messages import CoreMessage, Event, Gossip, Hello, Peer, Ping, Proof
 from ._overlay import Overlay
 from ._subscription import Subscription
 from ._transport import Channel, TcpTransport, Transport
@@ -46,7 +46,6 @@ __all__ = ["Node"]
 
 _log = logging.getLogger("membership.node")
 _PING = encode(Ping())
-_ENVELOPE = 256  # bytes a Gossip or Direct adds around its payload, generously
 
 
 class _Link:
@@ -237,11 +236,19 @@ class Node:
     def _now() -> float:
         return asyncio.get_running_loop().time()
 
+    @property
+    def max_payload(self) -> int:
+        """The largest payload `broadcast` and `send` take: the frame limit less the
+        envelope of a `Gossip` from this node (its id, the largest id and round, and a 4-byte
+        bin header)."""
+        envelope = len(encode(Gossip(2**64 - 1, 0xFFFF, self.me.id, b""))) + 3
+        return self.config.max_frame - envelope
+
     def _check_size(self, payload: bytes) -> None:
-        if len(payload) + _ENVELOPE > self.config.max_frame:
+        if len(payload) > self.max_payload:
             raise LocalProtocolError(
-                f"payload of {len(payload)} bytes does not fit in a "
-                f"{self.config.max_frame}-byte frame"
+                f"payload of {len(payload)} bytes is over this node's {self.max_payload}-byte "
+                f"limit (frames of {self.config.max_frame} bytes)"
             )
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

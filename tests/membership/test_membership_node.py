@@ -12,6 +12,7 @@ from membership_cluster import closed_by_peer, cluster, raw_handshake
 from membership import (
     BroadcastReceived,
     DirectReceived,
+    LocalProtocolError,
     MembershipError,
     MemoryTransport,
     NeighborDown,
@@ -191,3 +192,25 @@ async def test_silent_neighbour_is_dropped_by_the_keepalive(kind: str) -> None:
                 if event == NeighborDown(mute):
                     break
         await channel.aclose()
+
+
+async def test_payloads_up_to_the_limit_pass_and_larger_ones_are_refused() -> None:
+    async with cluster("memory") as c:
+        a = await c.start("a", max_frame=4096)
+        b = await c.start("b", join=[a.me.address], max_frame=4096)
+        await c.wait_until(c.symmetric)
+        events = b.events()
+        a.broadcast(b"x" * a.max_payload)
+        a.send(b.me, b"y" * a.max_payload)
+        with pytest.raises(LocalProtocolError):
+            a.broadcast(b"x" * (a.max_payload + 1))
+        with pytest.raises(LocalProtocolError):
+            a.send(b.me, b"y" * (a.max_payload + 1))
+        kinds = set()
+        async with asyncio.timeout(5):
+            async for event in events:
+                if isinstance(event, BroadcastReceived | DirectReceived):
+                    assert len(event.payload) == a.max_payload
+                    kinds.add(type(event))
+                    if len(kinds) == 2:
+                        break
