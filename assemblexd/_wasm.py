@@ -611,8 +611,6 @@ class Instance:
     __slots__ = (
         "__weakref__",
         "_arg0",
-        "close_requested",
-        "running",
         "_arg1",
         "_args",
         "_error",
@@ -625,12 +623,14 @@ class Instance:
         "_results_addr",
         "_trap",
         "_trap_addr",
+        "close_requested",
         "compiled",
         "ctx",
         "instance",
         "memory_addr",
         "memory_base",
         "poisoned",
+        "running",
         "store",
         "tag",
     )

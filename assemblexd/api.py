@@ -254,6 +254,14 @@ async def show_app(request: web.Request) -> web.Response:
     return web.json_response(_node(request).app(request.match_info["app"]).to_json())
 
 
+async def rollback_app(request: web.Request) -> web.Response:
+    _check_token(request)
+    rec = await _node(request).rollback(request.match_info["app"])
+    return web.json_response(
+        {"name": rec.name, "version": rec.version, "sha256": rec.sha256, "size": rec.size}
+    )
+
+
 async def delete_app(request: web.Request) -> web.Response:
     _check_token(request)
     await _node(request).undeploy(request.match_info["app"])
@@ -337,6 +345,7 @@ def create_app(node: Node) -> web.Application:
     app.router.add_get("/apps", list_apps)
     app.router.add_get("/apps/{app}", show_app)
     app.router.add_delete("/apps/{app}", delete_app)
+    app.router.add_post("/apps/{app}/rollback", rollback_app)
     app.router.add_get("/status", status)
     app.router.add_get("/blobs/{sha256}", blob)
     app.router.add_get("/metrics", metrics)

@@ -48,6 +48,28 @@ DENIED = frozenset(
 )
 
 
+class ReplicaKV:
+    """The ``kv`` store over the node's replica: the same methods, keys under ``kv/``."""
+
+    def __init__(self, replica: KVStore) -> None:
+        self._replica = replica
+
+    def get(self, key: str) -> bytes | None:
+        return self._replica.get(f"kv/{key}")
+
+    def set(self, key: str, value: bytes) -> None:
+        self._replica.set(f"kv/{key}", value)
+
+    def delete(self, key: str) -> None:
+        self._replica.delete(f"kv/{key}")
+
+    def incr(self, key: str, n: int = 1) -> int:
+        return self._replica.incr(f"kv/{key}", n)
+
+    def value(self, key: str) -> int:
+        return self._replica.value(f"kv/{key}")
+
+
 class KVStore(Protocol):
     """What the ``kv`` namespace needs of a store (the local one now, the replicated one later)."""
 
@@ -124,29 +146,35 @@ class Host:
     async def _kv(self, app: str, depth: int, key: str, op: str, payload: bytes) -> bytes:
         if not key:
             raise HostError("kv: the binding must name a key")
-        scoped = f"app/{app}/{key}"
-        if op == "get":
-            value = self._store.get(scoped)
-            if value is not None:
-                return value
-            count = self._store.value(scoped)
-            if count:
-                return str(count).encode()
-            raise HostError(f"kv: no value for key {key!r}")
-        if op == "set":
-            self._store.set(scoped, payload)
-            return b""
-        if op == "del":
-            self._store.delete(scoped)
-            return b""
-        if op == "incr":
-            try:
-                n = int(payload.decode("ascii")) if payload else 1
-            except (UnicodeDecodeError, ValueError):
-                raise HostError("kv.incr: payload must be an ASCII integer") from None
-            if n < 0:
-                raise HostError("kv.incr: counters only grow; the increment must be >= 0")
-            return str(self._store.incr(scoped, n)).encode()
+        scoped = f"{app}/{key}"
+        store = self._store
+        try:
+            if op == "get":
+                value = store.get(scoped)
+                if value is not None:
+                    return value
+                count = store.value(scoped)
+                if count:
+                    return str(count).encode()
+                raise HostError(f"kv: no value for key {key!r}")
+            # Writes wait for the store's fsync: off the loop, so that concurrent writers
+            # share one (group commit) and other calls go on meanwhile.
+            if op == "set":
+                await asyncio.to_thread(store.set, scoped, payload)
+                return b""
+            if op == "del":
+                await asyncio.to_thread(store.delete, scoped)
+                return b""
+            if op == "incr":
+                try:
+                    n = int(payload.decode("ascii")) if payload else 1
+                except (UnicodeDecodeError, ValueError):
+                    raise HostError("kv.incr: payload must be an ASCII integer") from None
+                if n < 0:
+                    raise HostError("kv.incr: counters only grow; the increment must be >= 0")
+                return str(await asyncio.to_thread(store.incr, scoped, n)).encode()
+        except ValueError as exc:  # the store's limits (key or value too large)
+            raise HostError(f"kv: {exc}") from None
         raise HostError(f"unknown operation: kv.{op}")
 
     # -- redis ----------------------------------------------------------------------------

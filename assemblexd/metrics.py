@@ -29,6 +29,9 @@ class Metrics:
             registry=r,
         )
         self.deploys = Counter("assemblex_deploys", "Deploys accepted by this node", registry=r)
+        self.blob_fetches = Counter(
+            "assemblex_blob_fetches", "Modules fetched from peers", registry=r
+        )
         self.compile_cache = Counter(
             "assemblex_compile_cache", "Compiled-module cache lookups", ["result"], registry=r
         )

@@ -7,13 +7,17 @@ apps on disk and serves them; the cluster layer will feed it records from the re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+import crdt
 
 from . import _wasm
 from ._wasm import CompiledModule, Engine, Instance, ModuleError, WasmTrap
@@ -27,12 +31,13 @@ from .errors import (
     PayloadTooLarge,
     UnknownApp,
 )
-from .hostfuncs import Host
+from .hostfuncs import Host, ReplicaKV
 from .metrics import Metrics
 from .pool import AppPool, InstanceCap
 from .records import DEFAULT_CAPABILITIES, NAMESPACES, AppRecord
+from .registry import Registry, app_name, counter_key
 from .scheduler import HostHandler, Scheduler
-from .storage import LocalKV, Storage, atomic_write
+from .storage import Storage, atomic_write
 
 __all__ = ["Node"]
 
@@ -41,6 +46,19 @@ guest_log = logging.getLogger("assemblexd.guest")
 
 INIT_BUDGET_FACTOR = 1.0
 """Instance initialisation (``_initialize``, ``_start``, ``wapc_init``) gets the call budget."""
+RETRY_FIRST = 0.5
+RETRY_MAX = 30.0
+"""A supervisor that cannot get a module retries after 0.5 s, doubling up to 30 s."""
+
+
+class ClusterView(Protocol):
+    def views(self) -> tuple[list[Any], list[Any], list[dict[str, Any]]]:
+        """(active view, passive view, members with their active views and running apps)."""
+        ...
+
+
+class FetchError(Exception):
+    """A module could not be had from this node or its peers."""
 
 
 @dataclasses.dataclass
@@ -58,7 +76,12 @@ class LoadedApp:
 
 
 class Node:
-    """One assemblexd node. Use as ``async with Node(config) as node:``."""
+    """One assemblexd node. Use as ``async with Node(config) as node:``.
+
+    Apps live in the replicated store (``registry.py``); one supervisor per app keeps what this
+    node runs equal to the app's record there, whoever wrote it. A node alone is a cluster of
+    one: the cluster layer (``cluster.py``) only adds peers to sync with and fetch modules from.
+    """
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -68,42 +91,53 @@ class Node:
         self.url = config.url
         """The URL peers and clients reach this node at (the server sets the real port)."""
         self.metrics = Metrics()
+        self.fetch_module: Callable[[AppRecord], Awaitable[bytes]] | None = None
+        """Set by the cluster: fetch a module this node does not have from a peer."""
+        self.cluster: ClusterView | None = None
+        """Set by the cluster layer: the views and members /status shows."""
+        self.on_apps_changed: list[Callable[[], None]] = []
+        """Called after this node starts running another version of an app, or stops one."""
         self._apps: dict[str, LoadedApp] = {}
         self._deploy_lock = asyncio.Lock()
         self._cap = InstanceCap(config.max_instances)
         self._engine: Engine | None = None
         self._scheduler: Scheduler | None = None
-        self._kv: LocalKV | None = None
+        self._replica: crdt.Replica | None = None
+        self._registry: Registry | None = None
         self._host: Host | None = None
+        self._stack = contextlib.AsyncExitStack()
+        self._group: asyncio.TaskGroup | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._supervised: set[str] = set()
         self.started_at = time.time()
 
     # -- lifecycle --------------------------------------------------------------------------
 
     async def __aenter__(self) -> Node:
-        self._engine = Engine(tick=self.config.epoch_tick_ms / 1000)
         tick = self.config.epoch_tick_ms / 1000
+        self._engine = Engine(tick=tick)
         self._scheduler = Scheduler(self._engine, workers=self.config.cpu_workers, loop_slice=tick)
-        self._kv = self.storage.open_kv()
+        self._replica = crdt.Replica(self.id, Path(self.config.data_dir) / "replica.log")
+        self._registry = Registry(self._replica, self.name)
         self._host = Host(
-            self._kv,
+            ReplicaKV(self._replica),
             self._call_from_guest,
             dict(self.config.redis_urls),
             self.config.max_call_depth,
             on_host_call=self.metrics.host_call,
         )
         _wasm.set_log_sink(self._guest_log)
-        for name, record in sorted(self.storage.load_apps().items()):
-            try:
-                wasm = self.storage.read_blob(record.sha256)
-                compiled = await self._load_module(record.sha256, wasm)
-            except (OSError, ModuleError) as exc:
-                log.error("cannot load app %s v%d: %s", name, record.version, exc)
-                continue
-            self._install(record, compiled)
-            log.info("loaded app %s v%d (%s)", name, record.version, record.sha256[:12])
+        # Serve what is on disk at once, before any peer is heard from.
+        for name in self._registry.names():
+            await self._reconcile_once(name)
+        self._group = await self._stack.enter_async_context(asyncio.TaskGroup())
+        self._spawn(self._watch())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await self._stack.aclose()
         for app in self._apps.values():
             app.pool.close()
         self._apps.clear()
@@ -113,8 +147,14 @@ class Node:
             self._scheduler.close()
         if self._engine is not None:
             self._engine.close()
-        if self._kv is not None:
-            self._kv.close()
+        if self._replica is not None:
+            self._replica.close()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        assert self._group is not None
+        task = self._group.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _node_id(self) -> str:
         path = Path(self.config.data_dir) / "node_id"
@@ -124,6 +164,94 @@ class Node:
             node_id = secrets.token_hex(8)
             atomic_write(path, node_id.encode())
             return node_id
+
+    @property
+    def replica(self) -> crdt.Replica:
+        assert self._replica is not None, "use the node inside 'async with'"
+        return self._replica
+
+    @property
+    def registry(self) -> Registry:
+        assert self._registry is not None, "use the node inside 'async with'"
+        return self._registry
+
+    # -- supervisors ------------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        """Start a supervisor for every app the store knows of, now and as they appear."""
+        async with self.replica.changes() as changes:
+            for name in self.registry.names():
+                self._supervise(name)
+            async for key in changes:
+                changed = app_name(key)
+                if changed is not None:
+                    self._supervise(changed)
+
+    def _supervise(self, name: str) -> None:
+        if name not in self._supervised:
+            self._supervised.add(name)
+            self._spawn(self._supervisor(name))
+
+    async def _supervisor(self, name: str) -> None:
+        """Keep what this node runs of ``name`` equal to its record, version after version.
+
+        Waits on the app's version counter with a blocking monotonic read (as Lasp's
+        ``read/2``): it wakes on every deploy, rollback and undeploy, local or merged.
+        """
+        key = counter_key(name)
+        while True:
+            seen = self.registry.version(name)
+            backoff = RETRY_FIRST
+            while not await self._reconcile_once(name):
+                # The module could not be had yet: try again later, or at once on news.
+                with contextlib.suppress(TimeoutError):
+                    await self.replica.read(key, at_least=seen + 1, timeout=backoff)
+                    break
+                backoff = min(backoff * 2, RETRY_MAX)
+            await self.replica.read(key, at_least=seen + 1)
+
+    async def _reconcile_once(self, name: str) -> bool:
+        """Make this node run the record of ``name``; False if its module cannot be had now."""
+        record = self.registry.get(name)
+        loaded = self._apps.get(name)
+        if record is None:
+            if loaded is not None:
+                del self._apps[name]
+                loaded.pool.close()
+                log.info("unloaded %s (undeployed)", name)
+                self._apps_changed()
+            return True
+        if loaded is not None and loaded.record == record:
+            return True
+        try:
+            compiled = await self._module_for(record)
+        except (OSError, ModuleError, FetchError) as exc:
+            log.warning("cannot load %s v%d yet: %s", name, record.version, exc)
+            return False
+        if self.registry.is_current(record):  # still current after the awaits
+            self._install(record, compiled)
+            log.info("running %s v%d (%s)", name, record.version, record.sha256[:12])
+        return True
+
+    async def _module_for(self, record: AppRecord) -> CompiledModule:
+        loaded = self._apps.get(record.name)
+        if loaded is not None and loaded.record.sha256 == record.sha256:
+            return loaded.pool.compiled
+        if self.storage.has_blob(record.sha256):
+            wasm = await asyncio.to_thread(self.storage.read_blob, record.sha256)
+        elif self.fetch_module is not None:
+            wasm = await self.fetch_module(record)
+            if hashlib.sha256(wasm).hexdigest() != record.sha256:
+                raise FetchError(f"module fetched for {record.name} does not match its sha256")
+            await asyncio.to_thread(self.storage.put_blob, wasm)
+            self.metrics.blob_fetches.inc()
+        else:
+            raise FetchError(f"module {record.sha256[:12]} is not on this node")
+        return await self._load_module(record.sha256, wasm)
+
+    def _apps_changed(self) -> None:
+        for callback in self.on_apps_changed:
+            callback()
 
     # -- modules ----------------------------------------------------------------------------
 
@@ -153,7 +281,13 @@ class Node:
         return compiled
 
     def _install(self, record: AppRecord, compiled: CompiledModule) -> None:
-        """Make ``record`` the version served; the old pool drains as its calls finish."""
+        """Make ``record`` the version served; the old pool drains as its calls finish.
+
+        Idempotent: a deploy and the app's supervisor may both install the same record.
+        """
+        current = self._apps.get(record.name)
+        if current is not None and current.record == record:
+            return
         assert self._scheduler is not None
         assert self._host is not None
         host = self._host.handler(record, 0)
@@ -172,43 +306,52 @@ class Node:
         self._apps[record.name] = LoadedApp(record, pool, host, self.metrics)
         if old is not None:
             old.pool.close()
+        self._apps_changed()
 
     # -- the API ----------------------------------------------------------------------------
 
     async def deploy(
         self, name: str, wasm: bytes, capabilities: Sequence[str] | None = None
     ) -> AppRecord:
-        """Validate, store and load a module. Raises InvalidModule, BadRequest, PayloadTooLarge."""
+        """Validate, store and load a module; every node of the cluster follows.
+
+        Raises InvalidModule, BadRequest, PayloadTooLarge.
+        """
         if len(wasm) > self.config.max_upload_mib * MIB:
             raise PayloadTooLarge(f"module is over the {self.config.max_upload_mib} MiB limit")
         if not wasm:
             raise InvalidModule("empty upload: no module bytes")
         caps = _capabilities(capabilities)
-        import hashlib
-
         sha256 = hashlib.sha256(wasm).hexdigest()
         try:
             compiled = await self._load_module(sha256, wasm)
         except ModuleError as exc:
             raise InvalidModule(str(exc)) from None
         async with self._deploy_lock:
+            # The module is on disk before the record that names it is written anywhere.
             await asyncio.to_thread(self.storage.put_blob, wasm)
-            current = self._apps.get(name)
-            stored = self.storage.load_apps().get(name) if current is None else None
-            previous = current.record.version if current else (stored.version if stored else 0)
-            record = AppRecord(
-                name=name,
-                version=previous + 1,
-                sha256=sha256,
-                size=len(wasm),
-                deployed_at=time.time(),
-                origin=self.name,
-                capabilities=caps,
+            record = await asyncio.to_thread(
+                self.registry.deploy, name, sha256, len(wasm), caps
             )
-            await asyncio.to_thread(self.storage.save_app, record)
-            self._install(record, compiled)
+            if self.registry.is_current(record):
+                self._install(record, compiled)
         self.metrics.deploys.inc()
         log.info("deployed %s v%d (%s, %d bytes)", name, record.version, sha256[:12], len(wasm))
+        return record
+
+    async def rollback(self, name: str) -> AppRecord:
+        """Make the previous version of ``name`` current again, cluster-wide.
+
+        Raises UnknownApp, or BadRequest when there is no previous version.
+        """
+        async with self._deploy_lock:
+            if self.registry.get(name) is None:
+                raise UnknownApp(name)
+            record = await asyncio.to_thread(self.registry.rollback, name)
+            if record is None:
+                raise BadRequest(f"app {name!r} has no previous version to roll back to")
+        await self._reconcile_once(name)
+        log.info("rolled %s back to %s as v%d", name, record.sha256[:12], record.version)
         return record
 
     async def call(self, app: str, op: str, payload: bytes) -> bytes:
@@ -264,23 +407,29 @@ class Node:
         return self._host.handler(record, depth)
 
     def apps(self) -> list[AppRecord]:
-        return [a.record for a in sorted(self._apps.values(), key=lambda a: a.record.name)]
+        """Every deployed app (cluster-wide, as this node's store knows them)."""
+        return self.registry.records()
 
     def app(self, name: str) -> AppRecord:
         """Raises UnknownApp."""
-        loaded = self._apps.get(name)
-        if loaded is None:
+        record = self.registry.get(name)
+        if record is None:
             raise UnknownApp(name)
-        return loaded.record
+        return record
+
+    def running(self) -> dict[str, int]:
+        """The version of each app this node runs now."""
+        return {name: app.record.version for name, app in sorted(self._apps.items())}
 
     async def undeploy(self, name: str) -> None:
-        """Raises UnknownApp. The module's bytes stay on disk (content-addressed)."""
+        """Undeploy ``name`` cluster-wide. Raises UnknownApp.
+
+        The module's bytes stay on disk (content-addressed), for rollback after a redeploy.
+        """
         async with self._deploy_lock:
-            loaded = self._apps.pop(name, None)
-            if loaded is None:
+            if not await asyncio.to_thread(self.registry.undeploy, name):
                 raise UnknownApp(name)
-            await asyncio.to_thread(self.storage.delete_app, name)
-            loaded.pool.close()
+        await self._reconcile_once(name)
         log.info("undeployed %s", name)
 
     def blob_path(self, sha256: str) -> Path:
@@ -291,26 +440,38 @@ class Node:
         return path
 
     def status(self) -> dict[str, Any]:
-        """JSON-ready: node {id, name, url}, active [], passive [], members [self], apps."""
+        """JSON-ready: this node, its views, the members it knows (the graph), the apps."""
         me = {"id": self.id, "name": self.name, "url": self.url}
+        if self.cluster is not None:
+            active, passive, members = self.cluster.views()
+        else:
+            active, passive = [], []
+            members = [{**me, "active": [], "apps": self.running()}]
+        apps = []
+        for record in self.registry.records():
+            loaded = self._apps.get(record.name)
+            apps.append(
+                {
+                    **record.to_json(history=False),
+                    "history": [h.version for h in record.history],
+                    "running": loaded.record.version if loaded else None,
+                    "versions": {
+                        m["name"]: m["apps"][record.name]
+                        for m in members
+                        if record.name in m.get("apps", {})
+                    },
+                    "pool": {
+                        "idle": loaded.pool.idle if loaded else 0,
+                        "busy": loaded.pool.busy if loaded else 0,
+                    },
+                }
+            )
         return {
             "node": me,
-            "active": [],
-            "passive": [],
-            "members": [{**me, "active": []}],
-            "apps": [
-                {
-                    "name": a.record.name,
-                    "version": a.record.version,
-                    "sha256": a.record.sha256,
-                    "size": a.record.size,
-                    "origin": a.record.origin,
-                    "capabilities": list(a.record.capabilities),
-                    "versions": {self.name: a.record.version},
-                    "pool": {"idle": a.pool.idle, "busy": a.pool.busy},
-                }
-                for a in sorted(self._apps.values(), key=lambda a: a.record.name)
-            ],
+            "active": active,
+            "passive": passive,
+            "members": members,
+            "apps": apps,
             "instances": {"live": self._cap.live, "limit": self._cap.limit},
             "uptime": time.time() - self.started_at,
         }

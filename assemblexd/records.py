@@ -28,9 +28,11 @@ class AppRecord:
     origin: str
     """Name of the node that took the deploy."""
     capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES
+    history: tuple[AppRecord, ...] = ()
+    """Previous versions, newest first (without their own history), for rollback."""
 
-    def to_json(self) -> dict[str, Any]:
-        return {
+    def to_json(self, *, history: bool = True) -> dict[str, Any]:
+        data = {
             "name": self.name,
             "version": self.version,
             "sha256": self.sha256,
@@ -39,6 +41,9 @@ class AppRecord:
             "origin": self.origin,
             "capabilities": list(self.capabilities),
         }
+        if history:
+            data["history"] = [h.to_json(history=False) for h in self.history]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> AppRecord:
@@ -50,6 +55,7 @@ class AppRecord:
             deployed_at=float(data["deployed_at"]),
             origin=str(data["origin"]),
             capabilities=tuple(str(c) for c in data.get("capabilities", DEFAULT_CAPABILITIES)),
+            history=tuple(cls.from_json(h) for h in data.get("history", ())),
         )
 
     def encode(self) -> bytes:

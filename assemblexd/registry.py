@@ -1,0 +1,141 @@
+"""Where apps live: records and version counters in the replicated store.
+
+Keys of the store (``crdt.Replica``) used by the daemon:
+
+| key | type | holds |
+|---|---|---|
+| ``apps/<name>`` | LWW register | the current :class:`AppRecord` (JSON); deleted on undeploy |
+| ``apps/<name>/version`` | monotonic counter | bumped by every deploy, rollback and undeploy |
+| ``members/<node id>`` | LWW register | a node's name, URL, active view and running apps (JSON) |
+| ``kv/<app>/<key>`` | register and counter | the guests' ``kv`` namespace |
+
+A change of an app always writes the record first, then bumps the counter: a replica that has
+the new counter value has the record it goes with (deltas carry a writer's writes in order).
+Supervisors wait on the counter (``read(key, at_least=n)``) and then read the record; when two
+nodes deploy the same app at once the register keeps one record, the same everywhere, and both
+bumps count.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import crdt
+
+from .records import AppRecord
+
+__all__ = ["HISTORY", "Registry", "counter_key", "record_key"]
+
+HISTORY = 5
+"""Previous versions kept in a record (and their modules kept on disk) for rollback."""
+
+
+def record_key(name: str) -> str:
+    return f"apps/{name}"
+
+
+def counter_key(name: str) -> str:
+    return f"apps/{name}/version"
+
+
+def app_name(key: str) -> str | None:
+    """The app a store key is about, if it is an ``apps/`` key."""
+    if not key.startswith("apps/"):
+        return None
+    name = key[5:].split("/", 1)[0]
+    return name or None
+
+
+class Registry:
+    """App records in a replica."""
+
+    def __init__(self, replica: crdt.Replica, origin: str) -> None:
+        self.replica = replica
+        self.origin = origin
+
+    def get(self, name: str) -> AppRecord | None:
+        raw = self.replica.get(record_key(name))
+        if raw is None:
+            return None
+        try:
+            return AppRecord.decode(raw)
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def is_current(self, record: AppRecord) -> bool:
+        """Whether ``record`` is (still) the app's record in the store."""
+        return self.get(record.name) == record
+
+    def version(self, name: str) -> int:
+        return self.replica.value(counter_key(name))
+
+    def names(self) -> list[str]:
+        names = {app_name(k) for k in self.replica.keys("apps/")}
+        return sorted(n for n in names if n)
+
+    def records(self) -> list[AppRecord]:
+        return [r for r in map(self.get, self.names()) if r is not None]
+
+    def deploy(
+        self, name: str, sha256: str, size: int, capabilities: Sequence[str]
+    ) -> AppRecord:
+        """Write a new version of ``name``. Blocks on the store's fsync: call off the loop."""
+        previous = self.get(name)
+        record = AppRecord(
+            name=name,
+            version=self.version(name) + 1,
+            sha256=sha256,
+            size=size,
+            deployed_at=time.time(),
+            origin=self.origin,
+            capabilities=tuple(capabilities),
+            history=_history(previous),
+        )
+        self._write(record)
+        return record
+
+    def rollback(self, name: str) -> AppRecord | None:
+        """Make the previous version current again (as a new version); None if there is none."""
+        current = self.get(name)
+        if current is None or not current.history:
+            return None
+        prev = current.history[0]
+        record = AppRecord(
+            name=name,
+            version=self.version(name) + 1,
+            sha256=prev.sha256,
+            size=prev.size,
+            deployed_at=time.time(),
+            origin=self.origin,
+            capabilities=prev.capabilities,
+            history=current.history[1:],
+        )
+        self._write(record)
+        return record
+
+    def undeploy(self, name: str) -> bool:
+        if self.get(name) is None:
+            return False
+        self.replica.delete(record_key(name))
+        self.replica.incr(counter_key(name))
+        return True
+
+    def _write(self, record: AppRecord) -> None:
+        self.replica.set(record_key(record.name), record.encode())
+        self.replica.incr(counter_key(record.name))
+
+
+def _history(previous: AppRecord | None) -> tuple[AppRecord, ...]:
+    if previous is None:
+        return ()
+    entry = AppRecord(
+        name=previous.name,
+        version=previous.version,
+        sha256=previous.sha256,
+        size=previous.size,
+        deployed_at=previous.deployed_at,
+        origin=previous.origin,
+        capabilities=previous.capabilities,
+    )
+    return (entry, *previous.history)[:HISTORY]

@@ -1,0 +1,142 @@
+"""Apps in the replicated store: versions, rollback, undeploy, and supervisors that follow
+records written elsewhere (two nodes in one process, their replicas synced by hand)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from assemblexd.config import Config
+from assemblexd.errors import BadRequest, UnknownApp
+from assemblexd.node import Node
+from assemblexd.records import AppRecord
+
+Wat = Callable[[str], bytes]
+
+
+def sync(a: Node, b: Node) -> None:
+    """Full anti-entropy exchange between the two nodes' replicas."""
+    b.replica.merge(a.replica.delta(b.replica.digest()))
+    a.replica.merge(b.replica.delta(a.replica.digest()))
+
+
+async def until(node: Node, predicate: Callable[[], bool], limit: float = 5.0) -> None:
+    """Wait until ``predicate()`` holds, re-checked whenever ``node`` changes what it runs."""
+    changed = asyncio.Event()
+    node.on_apps_changed.append(changed.set)
+    try:
+        async with asyncio.timeout(limit):
+            while not predicate():
+                await changed.wait()
+                changed.clear()
+    finally:
+        node.on_apps_changed.remove(changed.set)
+
+
+async def test_versions_and_rollback(tmp_path: Path, wat: Wat) -> None:
+    async with Node(Config(data_dir=tmp_path)) as node:
+        v1 = await node.deploy("app", wat("echo"))
+        v2 = await node.deploy("app", wat("host_echo"), capabilities=["host"])
+        assert (v1.version, v2.version) == (1, 2)
+        assert [h.version for h in v2.history] == [1]
+        assert await node.call("app", "main", b"x") == b"x"  # host_echo
+        v3 = await node.rollback("app")
+        assert (v3.version, v3.sha256, v3.capabilities) == (3, v1.sha256, v1.capabilities)
+        with pytest.raises(Exception, match="unknown operation: main2"):
+            await node.call("app", "main2", b"")  # echo again: it knows only echo/main
+        assert node.app("app") == v3
+        with pytest.raises(BadRequest, match="no previous version"):
+            await node.rollback("app")
+        with pytest.raises(UnknownApp):
+            await node.rollback("ghost")
+
+
+async def test_history_is_bounded(tmp_path: Path, wat: Wat) -> None:
+    async with Node(Config(data_dir=tmp_path)) as node:
+        guests = ["echo", "host_echo", "error", "noerror", "trap", "init_order", "console_log"]
+        for g in guests:
+            record = await node.deploy("app", wat(g))
+        assert [h.version for h in record.history] == [6, 5, 4, 3, 2]
+
+
+async def test_a_deploy_elsewhere_is_followed(tmp_path: Path, wat: Wat) -> None:
+    async with (
+        Node(Config(data_dir=tmp_path / "a", name="a")) as a,
+        Node(Config(data_dir=tmp_path / "b", name="b")) as b,
+    ):
+        fetched: list[str] = []
+
+        async def fetch_from_a(record: AppRecord) -> bytes:
+            fetched.append(record.sha256)
+            return a.storage.read_blob(record.sha256)
+
+        b.fetch_module = fetch_from_a
+        a.fetch_module = lambda r: _read(b, r)
+        await a.deploy("echo", wat("echo"))
+        sync(a, b)
+        await until(b, lambda: b.running() == {"echo": 1})
+        assert await b.call("echo", "echo", b"on b") == b"on b"
+        assert fetched == [a.app("echo").sha256]
+        assert b.storage.has_blob(a.app("echo").sha256)
+
+        # A redeploy on b reaches a; calls on a keep working across the swap.
+        await b.deploy("echo", wat("host_echo"))
+        sync(a, b)
+        await until(a, lambda: a.running() == {"echo": 2})
+        assert await a.call("echo", "main", b"v2") == b"v2"
+
+        # Undeploy on a reaches b.
+        await a.undeploy("echo")
+        sync(a, b)
+        await until(b, lambda: b.running() == {})
+        with pytest.raises(UnknownApp):
+            await b.call("echo", "main", b"")
+
+
+async def test_concurrent_deploys_converge(tmp_path: Path, wat: Wat) -> None:
+    async with (
+        Node(Config(data_dir=tmp_path / "a", name="a")) as a,
+        Node(Config(data_dir=tmp_path / "b", name="b")) as b,
+    ):
+        a.fetch_module = lambda r: _read(b, r)
+        b.fetch_module = lambda r: _read(a, r)
+        ra = await a.deploy("app", wat("echo"))
+        rb = await b.deploy("app", wat("host_echo"))
+        assert ra.version == rb.version == 1
+        sync(a, b)
+        assert a.app("app") == b.app("app")
+        winner = a.app("app")
+        await until(a, lambda: a._apps["app"].record == winner)
+        await until(b, lambda: b._apps["app"].record == winner)
+        assert a.registry.version("app") == b.registry.version("app") == 2
+
+
+async def _read(node: Node, record: AppRecord) -> bytes:
+    return node.storage.read_blob(record.sha256)
+
+
+async def test_a_module_nobody_has_is_retried(tmp_path: Path, wat: Wat) -> None:
+    async with (
+        Node(Config(data_dir=tmp_path / "a", name="a")) as a,
+        Node(Config(data_dir=tmp_path / "b", name="b")) as b,
+    ):
+        await a.deploy("echo", wat("echo"))
+        sync(a, b)  # b has the record but no way to fetch the module yet
+        await asyncio.sleep(0.2)
+        assert b.running() == {}
+        b.fetch_module = lambda r: _read(a, r)
+        await until(b, lambda: b.running() == {"echo": 1}, limit=10)
+
+
+async def test_restart_serves_from_disk(tmp_path: Path, wat: Wat) -> None:
+    config = Config(data_dir=tmp_path)
+    async with Node(config) as node:
+        await node.deploy("echo", wat("echo"))
+        await node.deploy("gone", wat("echo"))
+        await node.undeploy("gone")
+    async with Node(config) as node:
+        assert node.running() == {"echo": 1}  # at once, before any supervisor ran
+        assert [r.name for r in node.apps()] == ["echo"]
