@@ -312,6 +312,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
     from aiohttp import web
 
     from .api import create_app
+    from .cluster import Cluster
     from .node import Node
 
     if stop is None:
@@ -331,8 +332,9 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
             url = _listen_url(runner, config)
             node.url = url
             log.info("assemblexd %s listening on %s", config.node_name, url, extra={"url": url})
-            await stop.wait()
-            log.info("shutting down")
+            async with Cluster(node):
+                await stop.wait()
+                log.info("shutting down")
         finally:
             await runner.cleanup()
     return 0

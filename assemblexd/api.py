@@ -322,6 +322,14 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
+async def peer(request: web.Request) -> web.StreamResponse:
+    cluster = _node(request).cluster
+    if cluster is None:
+        raise web.HTTPServiceUnavailable(reason="this node's cluster layer is not running")
+    response: web.StreamResponse = await cluster.handle_peer(request)
+    return response
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
@@ -350,4 +358,5 @@ def create_app(node: Node) -> web.Application:
     app.router.add_get("/blobs/{sha256}", blob)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/peer", peer)
     return app

@@ -52,8 +52,14 @@ RETRY_MAX = 30.0
 
 
 class ClusterView(Protocol):
+    """What the node and its HTTP API need of the cluster layer (``cluster.Cluster``)."""
+
     def views(self) -> tuple[list[Any], list[Any], list[dict[str, Any]]]:
         """(active view, passive view, members with their active views and running apps)."""
+        ...
+
+    async def handle_peer(self, request: Any) -> Any:
+        """Serve ``GET /peer`` (an aiohttp request) as a membership channel."""
         ...
 
 

@@ -1,0 +1,284 @@
+"""The cluster: a node's peers, the sync of its replica, and modules fetched from peers.
+
+Theory of operation
+-------------------
+* **Membership.** A ``membership.Node`` (HyParView + Plumtree) runs over websockets on the
+  node's own HTTP port (``GET /peer``), so a node needs one port. ``--join URL`` seeds and
+  zeroconf discovery (``--no-mdns`` turns it off) give it contacts; the cluster key, when set,
+  is proven by both ends of every peer link before anything else counts.
+* **Sync.** The replica's anti-entropy core (``crdt.AntiEntropy``) treats the active view as its
+  peers: a neighbour that comes up is sent our digest at once (a restarted or new node catches up
+  that way), fresh local writes are pushed to every neighbour and forwarded onwards, and a
+  periodic round repairs what pushes missed. Its messages ride membership's direct messages.
+  The core is not thread-safe and may wait on fsync, so every call into it runs on one thread
+  of its own; what it wants sent is sent from the loop.
+* **Members.** Each node keeps a record of itself in the store (``members/<id>``: name, URL,
+  active view, the version of each app it runs), rewritten when any of that changes and every
+  ``HEARTBEAT`` seconds. ``/status`` draws the graph from these records.
+* **Modules.** A supervisor that needs a module it does not have asks the app's origin node,
+  then the other members, for ``GET /blobs/<sha256>``; the node checks the hash before use.
+  Module bytes never ride the gossip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+import crdt
+import membership
+
+from .config import MIB
+from .node import FetchError, Node
+from .records import AppRecord
+
+__all__ = ["HEARTBEAT", "Cluster", "peer_address"]
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT = 30.0
+"""Seconds between two rewrites of this node's member record when nothing changed."""
+ALIVE = 3 * HEARTBEAT
+"""A member whose record is older than this, and who is in no view of ours, is shown as gone."""
+PEER_PATH = "/peer"
+
+
+def peer_address(url: str) -> str:
+    """The membership address of the node whose HTTP URL is ``url``."""
+    url = url.rstrip("/")
+    if url.startswith("https://"):
+        return "wss://" + url[len("https://") :] + PEER_PATH
+    if url.startswith("http://"):
+        return "ws://" + url[len("http://") :] + PEER_PATH
+    if url.startswith(("ws://", "wss://")):
+        return url
+    return "ws://" + url + PEER_PATH
+
+
+class Cluster:
+    """Everything a node does with other nodes. ``async with Cluster(node):`` once it listens."""
+
+    def __init__(self, node: Node, *, sync: crdt.SyncConfig | None = None) -> None:
+        self.node = node
+        config = node.config
+        key = config.cluster_key.encode() if config.cluster_key else None
+        self.transport = membership.WebSocketTransport(path=PEER_PATH)
+        self.membership = membership.Node(
+            membership.NodeConfig(
+                node_id=node.id,
+                advertise=peer_address(node.url),
+                join=tuple(peer_address(u) for u in config.join),
+                cluster_key=key,
+                mdns=config.mdns,
+            ),
+            self.transport,
+        )
+        self._core = crdt.AntiEntropy(node.replica, random.Random(), sync or crdt.SyncConfig())
+        self._core_thread = concurrent.futures.ThreadPoolExecutor(1, "assemblex-sync")
+        self._peers: dict[str, membership.Peer] = {}
+        self._wake = asyncio.Event()
+        self._member_dirty = asyncio.Event()
+        self._stack = contextlib.AsyncExitStack()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._session: aiohttp.ClientSession | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self._handler = membership.websocket_handler(self.membership.handle_channel)
+
+    async def __aenter__(self) -> Cluster:
+        loop = asyncio.get_running_loop()
+        events = self.membership.events()  # before the node starts: no event is missed
+        await self._stack.enter_async_context(self.membership)
+        self._session = await self._stack.enter_async_context(
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60, sock_connect=5))
+        )
+        group = await self._stack.enter_async_context(asyncio.TaskGroup())
+        def on_change(_key: str) -> None:
+            loop.call_soon_threadsafe(self._wake.set)
+
+        self._unsubscribe = self.node.replica.subscribe(on_change)
+        for coro in (self._events(events), self._sync_loop(), self._members_loop()):
+            self._tasks.append(group.create_task(coro))
+        self.node.fetch_module = self.fetch_module
+        self.node.cluster = self
+        self.node.on_apps_changed.append(self._member_dirty.set)
+        self._member_dirty.set()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.node.on_apps_changed.remove(self._member_dirty.set)
+        self.node.fetch_module = None
+        self.node.cluster = None
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        for task in self._tasks:
+            task.cancel()
+        await self._stack.aclose()
+        self._core_thread.shutdown(wait=True)
+
+    async def handle_peer(self, request: web.Request) -> web.StreamResponse:
+        """``GET /peer``: a peer's websocket, served as a membership channel."""
+        return await self._handler(request)
+
+    # -- sync -------------------------------------------------------------------------------
+
+    async def _in_core(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` (a call into the sync core) on the core's thread, then send its outbox."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._core_thread, fn)
+        for peer_id, msg in self._core.take_outbox():
+            peer = self._peers.get(peer_id)
+            if peer is None:
+                continue
+            with contextlib.suppress(membership.MembershipError):
+                self.membership.send(peer, crdt.encode_message(msg))
+
+    async def _events(self, events: membership.Subscription) -> None:
+        loop = asyncio.get_running_loop()
+        core = self._core
+        async for event in events:
+            now = loop.time()
+            if isinstance(event, membership.DirectReceived):
+                peer, payload = event.src, event.payload
+                try:
+                    msg = crdt.decode_message(payload, self.node.replica.limits)
+                    await self._in_core(partial(core.on_message, peer.id, msg, now))
+                except crdt.RemoteError as exc:
+                    log.warning("bad sync message from %s: %s", peer.id, exc)
+            elif isinstance(event, membership.NeighborUp):
+                peer = event.peer
+                self._peers[peer.id] = peer
+                log.info("neighbour up: %s", peer)
+                await self._in_core(partial(core.add_peer, peer.id, now))
+                self._member_dirty.set()
+            elif isinstance(event, membership.NeighborDown):
+                peer = event.peer
+                self._peers.pop(peer.id, None)
+                log.info("neighbour down: %s", peer)
+                await self._in_core(partial(core.remove_peer, peer.id))
+                self._member_dirty.set()
+
+    async def _sync_loop(self) -> None:
+        """Tick the core when it is due, and at once after local writes (to push them)."""
+        loop = asyncio.get_running_loop()
+        core = self._core
+        while True:
+            self._wake.clear()
+            now = loop.time()
+            await self._in_core(partial(core.tick, now))
+            deadline = core.next_deadline()
+            delay = None if deadline is None else max(0.0, deadline - loop.time())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+
+    # -- members ----------------------------------------------------------------------------
+
+    def _member_record(self) -> dict[str, Any]:
+        return {
+            "id": self.node.id,
+            "name": self.node.name,
+            "url": self.node.url,
+            "active": sorted(p.id for p in self.membership.active_view()),
+            "apps": self.node.running(),
+        }
+
+    async def _members_loop(self) -> None:
+        """Keep ``members/<id>`` up to date: on change, and every HEARTBEAT seconds."""
+        key = f"members/{self.node.id}"
+        written: dict[str, Any] | None = None
+        last = 0.0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(HEARTBEAT):
+                    await self._member_dirty.wait()
+            self._member_dirty.clear()
+            record = self._member_record()
+            if record != written or time.time() - last >= HEARTBEAT:
+                data = json.dumps({**record, "updated": time.time()}, sort_keys=True).encode()
+                await asyncio.to_thread(self.node.replica.set, key, data)
+                written, last = record, time.time()
+            await asyncio.sleep(0.2)  # coalesce bursts of changes into one write
+
+    def members(self) -> list[dict[str, Any]]:
+        """Every node this node knows of, itself included, with its active view and apps."""
+        replica = self.node.replica
+        in_views = {p.id for p in self.membership.active_view()} | {
+            p.id for p in self.membership.passive_view()
+        }
+        out = []
+        for key in replica.keys("members/"):
+            raw = replica.get(key)
+            if raw is None:
+                continue
+            try:
+                m = json.loads(raw)
+            except ValueError:
+                continue
+            if m.get("id") == self.node.id:
+                m = {**m, **self._member_record(), "updated": time.time()}
+            alive = (
+                m.get("id") == self.node.id
+                or m.get("id") in in_views
+                or time.time() - float(m.get("updated", 0)) < ALIVE
+            )
+            out.append({**m, "alive": alive})
+        if not any(m.get("id") == self.node.id for m in out):
+            out.append({**self._member_record(), "alive": True})
+        return sorted(out, key=lambda m: str(m.get("name")))
+
+    def views(self) -> tuple[list[Any], list[Any], list[dict[str, Any]]]:
+        def peers(items: tuple[membership.Peer, ...]) -> list[dict[str, str]]:
+            return [{"id": p.id, "address": p.address} for p in items]
+
+        return (
+            peers(self.membership.active_view()),
+            peers(self.membership.passive_view()),
+            self.members(),
+        )
+
+    # -- modules ----------------------------------------------------------------------------
+
+    async def fetch_module(self, record: AppRecord) -> bytes:
+        """The module of ``record`` from a peer: its origin first, then any other member."""
+        assert self._session is not None
+        urls: list[str] = []
+        others: list[str] = []
+        for m in self.members():
+            if m.get("id") == self.node.id or not m.get("url"):
+                continue
+            (urls if m.get("name") == record.origin else others).append(str(m["url"]))
+        random.shuffle(others)
+        errors = []
+        limit = self.node.config.max_upload_mib * MIB
+        for url in [*urls, *others]:
+            try:
+                return await self._get_blob(url, record.sha256, limit)
+            except (aiohttp.ClientError, TimeoutError, FetchError) as exc:
+                errors.append(f"{url}: {exc or type(exc).__name__}")
+        raise FetchError(
+            f"no peer could give module {record.sha256[:12]}"
+            + (f" ({'; '.join(errors)})" if errors else " (no peers known)")
+        )
+
+    async def _get_blob(self, url: str, sha256: str, limit: int) -> bytes:
+        assert self._session is not None
+        async with self._session.get(f"{url.rstrip('/')}/blobs/{sha256}") as resp:
+            if resp.status != 200:
+                raise FetchError(f"HTTP {resp.status}")
+            data = bytearray()
+            async for chunk in resp.content.iter_chunked(64 * 1024):
+                data += chunk
+                if len(data) > limit:
+                    raise FetchError("module over the upload limit")
+            return bytes(data)
