@@ -15,14 +15,15 @@ What runs, all on 127.0.0.1, for the whole run:
 
 For each concurrency (1, 4, 16, 64, 256, 1024), `--rounds` times (3 by default), every target
 is loaded in turn by wrk: one thread, that many connections, a warm-up run (discarded; it also
-fills the pools), then a measured run of `--duration` seconds. The rounds interleave the
-targets, so a slow spell of this shared machine hits them alike; the table shows medians, and
-the ratio to native is the median of the ratios of runs of the same round. A Lua script counts
-every response that is not a 200 with the expected body (and keeps the first one), and reports
-throughput and latency percentiles (p50, p99). The server's CPU time per request (user +
-system, all threads, from /proc) is kept too: on a machine where other work competes for the
-cores it is steadier than throughput, and its ratio is the throughput ratio once the server's
-core is the bottleneck.
+fills the pools), then a measured run of `--duration` seconds. Every run starts once all the
+servers are idle again (requests wrk left behind when it stopped run to their end). The rounds
+interleave the targets, so a slow spell of this shared machine hits them alike; the table shows
+medians, and the ratio to native is the median of the ratios of runs of the same round. A Lua
+script counts every response that is not a 200 with the expected body (and keeps the first
+one), and reports throughput and latency percentiles (p50, p99). The server's CPU time per
+request (user + system, all threads, from /proc) is kept too: on a machine where other work
+competes for the cores it is steadier than throughput, and its ratio is the throughput ratio
+once the server's core is the bottleneck.
 
 Why wrk and not an aiohttp client: this machine has two cores, shared by the load generator,
 the server under test and Redis. A Python client costs about as much CPU per request as the
@@ -416,6 +417,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def wait_idle(pids: Sequence[int], timeout: float = 30.0) -> float:
+    """Wait until the servers are idle; returns how long that took.
+
+    When wrk stops it closes its connections, but the requests already in the servers still
+    run to the end (aiohttp does not cancel a handler whose client went away): up to 1024 of
+    them. Left alone they would take CPU from the next run, the measured one or another
+    server's, so every run starts from quiet servers.
+    """
+    start = time.monotonic()
+    window = 0.25
+    while time.monotonic() - start < timeout:
+        before = sum(cpu_seconds(pid) for pid in pids)
+        time.sleep(window)
+        if sum(cpu_seconds(pid) for pid in pids) - before <= 0.05 * window:
+            break
+    return time.monotonic() - start
+
+
 def measure(wrk: str, lua: Path, target: Target, connections: int, seconds: int, rnd: int) -> Point:
     cpu0 = cpu_seconds(target.pid)
     r = run_wrk(wrk, lua, target, connections, seconds)
@@ -661,7 +680,9 @@ def plot(sums: Sequence[Summary], targets: Sequence[Target], path: Path, title: 
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xticks(conc, [str(c) for c in conc])
+        ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("concurrent connections")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
@@ -781,9 +802,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise SystemExit(f"bench_seed: {t.label} answered {answer!r}, not {EXPECTED!r}")
 
         # Rounds interleave the targets, so a slow spell of a shared machine hits them alike.
+        pids = sorted({t.pid for t in targets})
         for c, rnd, t in itertools.product(args.concurrency, range(args.rounds), targets):
+            wait_idle(pids)
             if args.warmup > 0:  # also fills the pools and the Redis connection pools
                 run_wrk(wrk, lua, t, c, args.warmup)
+                wait_idle(pids)
             profile = None
             if args.profile == c and rnd == 0 and (t.kind == "native" or t.pool == max(args.pools)):
                 slug = "-".join("".join(ch if ch.isalnum() else " " for ch in t.label).split())
