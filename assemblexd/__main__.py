@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import ipaddress
 import json
 import logging
 import os
@@ -33,7 +34,6 @@ __all__ = ["build_parser", "config_from_args", "main"]
 log = logging.getLogger("assemblexd")
 
 _DEFAULTS = Config()
-_NOT_YET = "(cluster: not yet active)"
 _BINDING_RE = re.compile(r"[A-Za-z0-9_.-]+")
 
 
@@ -132,25 +132,41 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         help="modules, app records and local state (default: %(default)s)",
     )
     net.add_argument(
-        "--token", metavar="T", default=None, help="bearer token required to deploy and undeploy"
+        "--token",
+        metavar="T",
+        default=None,
+        help="bearer token required to deploy, undeploy and roll back",
+    )
+    net.add_argument(
+        "--call-token",
+        metavar="T",
+        default=None,
+        help="bearer token required to call apps (default: calls are open)",
     )
     cluster = run.add_argument_group("cluster")
     cluster.add_argument(
-        "--join", action="append", default=[], metavar="URL", help=f"seed node to join {_NOT_YET}"
+        "--join",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="HTTP URL of a node to join through (repeatable)",
     )
     cluster.add_argument(
         "--no-mdns",
         dest="mdns",
         action="store_false",
-        help=f"do not discover peers with zeroconf {_NOT_YET}",
+        help="do not discover peers with zeroconf",
     )
     cluster.add_argument(
-        "--cluster-key", metavar="K", default=None, help=f"shared secret of peers {_NOT_YET}"
+        "--cluster-key",
+        metavar="K",
+        default=None,
+        help="shared secret every peer must prove (membership links and module fetches)",
     )
     cluster.add_argument(
         "--insecure",
         action="store_true",
-        help=f"allow listening beyond loopback without a cluster key {_NOT_YET}",
+        help="allow listening beyond loopback without a cluster key",
     )
     host = run.add_argument_group("guests")
     host.add_argument(
@@ -272,6 +288,11 @@ def config_from_args(ns: argparse.Namespace, environ: Mapping[str, str] | None =
     if duplicates:
         shown = ", ".join(repr(b) if b else "the default" for b in duplicates)
         raise ValueError(f"--redis-url given twice for {shown}")
+    if not ns.cluster_key and not ns.insecure and not _is_loopback(ns.host):
+        raise ValueError(
+            f"listening on {ns.host} reaches beyond this machine: give --cluster-key K so that"
+            " only nodes that know it can join, or --insecure to run an open cluster"
+        )
     return Config(
         host=ns.host,
         port=port,
@@ -282,6 +303,7 @@ def config_from_args(ns: argparse.Namespace, environ: Mapping[str, str] | None =
         cluster_key=ns.cluster_key,
         insecure=ns.insecure,
         token=ns.token,
+        call_token=ns.call_token,
         redis_urls=tuple(ns.redis_url),
         pool_size=ns.pool_size,
         max_instances=ns.max_instances,
@@ -292,6 +314,15 @@ def config_from_args(ns: argparse.Namespace, environ: Mapping[str, str] | None =
         max_payload_mib=ns.max_payload,
         log_format=ns.log_format,
     )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _port_from_env(text: str | None) -> int:

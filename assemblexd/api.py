@@ -17,6 +17,7 @@ import hmac
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import unquote
@@ -25,6 +26,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import BodyPartReader
 
+from .auth import check_blob_proof
 from .config import MIB
 from .errors import AssemblexError, BadRequest, Overloaded, PayloadTooLarge, Unauthorized
 from .node import Node
@@ -107,8 +109,8 @@ def _node(request: web.Request) -> Node:
     return request.app[NODE]
 
 
-def _check_token(request: web.Request) -> None:
-    token = _node(request).config.token
+def _check_token(request: web.Request, token: str | None = None) -> None:
+    token = token if token is not None else _node(request).config.token
     if not token:
         return
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
@@ -237,6 +239,8 @@ async def deploy(request: web.Request) -> web.Response:
 
 async def call(request: web.Request) -> web.Response:
     node = _node(request)
+    if node.config.call_token:
+        _check_token(request, node.config.call_token)
     limit = node.config.max_payload_mib * MIB
     _check_length(request, limit, "payload")
     payload = await _read_limited(request.content.read, limit, "payload")
@@ -311,7 +315,14 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def blob(request: web.Request) -> web.FileResponse:
-    path = _node(request).blob_path(request.match_info["sha256"])
+    node = _node(request)
+    sha256 = request.match_info["sha256"]
+    key = node.config.cluster_key
+    if key and not check_blob_proof(
+        key, sha256, request.headers.get("Authorization", ""), time.time()
+    ):
+        raise Unauthorized("modules are served to peers that prove the cluster key")
+    path = node.blob_path(sha256)
     return web.FileResponse(path, headers={"Content-Type": "application/wasm"})
 
 

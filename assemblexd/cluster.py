@@ -39,6 +39,7 @@ from aiohttp import web
 import crdt
 import membership
 
+from .auth import blob_proof
 from .config import MIB
 from .node import FetchError, Node
 from .records import AppRecord
@@ -273,7 +274,12 @@ class Cluster:
 
     async def _get_blob(self, url: str, sha256: str, limit: int) -> bytes:
         assert self._session is not None
-        async with self._session.get(f"{url.rstrip('/')}/blobs/{sha256}") as resp:
+        headers = {}
+        key = self.node.config.cluster_key
+        if key:
+            headers["Authorization"] = blob_proof(key, sha256, time.time())
+        blob_url = f"{url.rstrip('/')}/blobs/{sha256}"
+        async with self._session.get(blob_url, headers=headers) as resp:
             if resp.status != 200:
                 raise FetchError(f"HTTP {resp.status}")
             data = bytearray()

@@ -31,7 +31,9 @@ class Config:
     insecure: bool = False
     """Allow listening beyond loopback without a cluster key (security issue)."""
     token: str | None = None
-    """Bearer token required for deploy and undeploy; None leaves them open."""
+    """Bearer token required for deploy, undeploy and rollback; None leaves them open."""
+    call_token: str | None = None
+    """Bearer token required for calls; None leaves them open."""
     redis_urls: tuple[tuple[str, str], ...] = ()
     """Redis connections of the ``redis`` namespace as (binding, url); binding "" is the default."""
     pool_size: int = 16

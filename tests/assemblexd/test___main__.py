@@ -139,10 +139,23 @@ def test_run_help_mentions_every_flag(capsys: pytest.CaptureFixture[str]) -> Non
     ):  # fmt: skip
         assert flag in out
     assert "$PORT" in out
-    words = " ".join(out.split())  # argparse wraps lines anywhere
-    assert (
-        words.count("(cluster: not yet active)") == 4
-    )  # --join, --no-mdns, --cluster-key, --insecure
+    assert "--call-token" in out
+    assert "not yet active" not in out  # every flag of DESIGN.md's CLI works now
+
+
+def test_listening_beyond_loopback_needs_a_key_or_insecure() -> None:
+    from assemblexd.__main__ import build_parser, config_from_args
+
+    def config(*argv: str) -> object:
+        return config_from_args(build_parser().parse_args(["run", *argv]), {})
+
+    with pytest.raises(ValueError, match="--cluster-key"):
+        config("--host", "0.0.0.0")
+    assert config("--host", "0.0.0.0", "--insecure")
+    assert config("--host", "10.1.2.3", "--cluster-key", "k")
+    assert config("--host", "127.0.0.2")
+    assert config("--host", "localhost")
+    assert main(["run", "--host", "0.0.0.0", "--data-dir", "/nonexistent/x"]) == 2
 
 
 def test_client_url_defaults() -> None:
