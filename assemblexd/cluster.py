@@ -88,6 +88,8 @@ class Cluster:
         self._core = crdt.AntiEntropy(node.replica, random.Random(), sync or crdt.SyncConfig())
         self._core_thread = concurrent.futures.ThreadPoolExecutor(1, "assemblex-sync")
         self._peers: dict[str, membership.Peer] = {}
+        self._sent = node.metrics.sync_bytes.labels("sent")
+        self._received = node.metrics.sync_bytes.labels("received")
         self._wake = asyncio.Event()
         self._member_dirty = asyncio.Event()
         self._stack = contextlib.AsyncExitStack()
@@ -141,8 +143,10 @@ class Cluster:
             peer = self._peers.get(peer_id)
             if peer is None:
                 continue
+            data = crdt.encode_message(msg)
             with contextlib.suppress(membership.MembershipError):
-                self.membership.send(peer, crdt.encode_message(msg))
+                self.membership.send(peer, data)
+                self._sent.inc(len(data))
 
     async def _events(self, events: membership.Subscription) -> None:
         loop = asyncio.get_running_loop()
@@ -151,6 +155,7 @@ class Cluster:
             now = loop.time()
             if isinstance(event, membership.DirectReceived):
                 peer, payload = event.src, event.payload
+                self._received.inc(len(payload))
                 try:
                     msg = crdt.decode_message(payload, self.node.replica.limits)
                     await self._in_core(partial(core.on_message, peer.id, msg, now))

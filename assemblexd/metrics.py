@@ -11,11 +11,14 @@ __all__ = ["Metrics"]
 
 class Metrics:
     def __init__(self) -> None:
-        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self.registry = CollectorRegistry()
         r = self.registry
         self.calls = Counter(
-            "assemblex_calls", "Calls by app and outcome", ["app", "outcome"], registry=r
+            "assemblex_calls",
+            "Calls by app, operation (\"-\" unless it succeeded) and outcome",
+            ["app", "op", "outcome"],
+            registry=r,
         )
         self.call_seconds = Histogram(
             "assemblex_call_seconds",
@@ -35,6 +38,15 @@ class Metrics:
         self.compile_cache = Counter(
             "assemblex_compile_cache", "Compiled-module cache lookups", ["result"], registry=r
         )
+        self.reloads = Counter(
+            "assemblex_reloads", "App versions this node started running", ["app"], registry=r
+        )
+        self.view_size = Gauge(
+            "assemblex_membership_view", "Peers in the membership views", ["view"], registry=r
+        )
+        self.sync_bytes = Counter(
+            "assemblex_sync_bytes", "Bytes of store sync messages", ["direction"], registry=r
+        )
         self.instances_live = Gauge(
             "assemblex_instances_live", "Live wasm instances on this node", registry=r
         )
@@ -42,12 +54,16 @@ class Metrics:
             "assemblex_pool_idle", "Idle warm instances per app", ["app"], registry=r
         )
 
-    def observe_call(self, app: str, outcome: str, seconds: float) -> None:
+    def observe_call(self, app: str, op: str, outcome: str, seconds: float) -> None:
+        # Operation names come from clients: only those that worked become label values, so
+        # junk names cannot grow the label set without bound.
+        if outcome != "ok":
+            op = "-"
         # labels() costs a lock and a dict lookup per call: keep the children.
-        key = (app, outcome)
+        key = (app, op, outcome)
         children = self._children.get(key)
         if children is None:
-            children = (self.calls.labels(app, outcome), self.call_seconds.labels(app))
+            children = (self.calls.labels(app, op, outcome), self.call_seconds.labels(app))
             self._children[key] = children
         children[0].inc()
         children[1].observe(seconds)

@@ -77,8 +77,8 @@ class LoadedApp:
     """Host functions bound to this app, for calls at depth 0."""
     metrics: Metrics
 
-    def observe(self, outcome: str, seconds: float) -> None:
-        self.metrics.observe_call(self.record.name, outcome, seconds)
+    def observe(self, op: str, outcome: str, seconds: float) -> None:
+        self.metrics.observe_call(self.record.name, op, outcome, seconds)
 
 
 class Node:
@@ -312,6 +312,7 @@ class Node:
         self._apps[record.name] = LoadedApp(record, pool, host, self.metrics)
         if old is not None:
             old.pool.close()
+        self.metrics.reloads.labels(record.name).inc()
         self._apps_changed()
 
     # -- the API ----------------------------------------------------------------------------
@@ -406,7 +407,7 @@ class Node:
             outcome = "timeout"
             raise
         finally:
-            loaded.observe(outcome, time.perf_counter() - started)
+            loaded.observe(op, outcome, time.perf_counter() - started)
 
     def _host_for(self, record: AppRecord, depth: int) -> HostHandler:
         assert self._host is not None
@@ -485,6 +486,10 @@ class Node:
     def metrics_text(self) -> bytes:
         """Prometheus text exposition."""
         self.metrics.instances_live.set(self._cap.live)
+        if self.cluster is not None:
+            active, passive, _ = self.cluster.views()
+            self.metrics.view_size.labels("active").set(len(active))
+            self.metrics.view_size.labels("passive").set(len(passive))
         for name, app in self._apps.items():
             self.metrics.pool_idle.labels(name).set(app.pool.idle)
         return self.metrics.render()

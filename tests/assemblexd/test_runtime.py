@@ -383,3 +383,19 @@ async def test_cancelling_a_call_waiting_on_the_host(node: Node, wat: Wat) -> No
         await task
     assert node.status()["instances"]["live"] == 0
     assert await node.call("sleep", "main", b"1") == b"1"
+
+
+async def test_metrics(node: Node, wat: Wat) -> None:
+    await node.deploy("echo", wat("echo"))
+    await node.call("echo", "echo", b"x")
+    for junk in ("nope1", "nope2"):
+        with pytest.raises(GuestError):
+            await node.call("echo", junk, b"")
+    text = node.metrics_text().decode()
+    assert 'assemblex_calls_total{app="echo",op="echo",outcome="ok"} 1.0' in text
+    # Failed operations share one label value: junk names cannot grow the label set.
+    assert 'assemblex_calls_total{app="echo",op="-",outcome="error"} 2.0' in text
+    assert "nope1" not in text
+    assert 'assemblex_reloads_total{app="echo"} 1.0' in text
+    assert "assemblex_instances_live 1.0" in text
+    assert 'assemblex_call_seconds_bucket{app="echo",le="+Inf"} 3.0' in text
