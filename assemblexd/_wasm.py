@@ -130,6 +130,7 @@ class Invocation:
         "cancelled",
         "cpu_time",
         "guest_error",
+        "host_calls",
         "host_done",
         "host_error",
         "host_ok",
@@ -155,6 +156,7 @@ class Invocation:
         self.host_request: tuple[str, str, str, bytes] | None = None
         self.host_done = False
         self.host_ok = False
+        self.host_calls = 0
         self.host_results_addr = 0
         self.cpu_time = 0.0
         self.cancelled = False

@@ -122,7 +122,12 @@ class Node:
     async def __aenter__(self) -> Node:
         tick = self.config.epoch_tick_ms / 1000
         self._engine = Engine(tick=tick)
-        self._scheduler = Scheduler(self._engine, workers=self.config.cpu_workers, loop_slice=tick)
+        self._scheduler = Scheduler(
+            self._engine,
+            workers=self.config.cpu_workers,
+            loop_slice=tick,
+            max_host_calls=self.config.max_host_calls,
+        )
         self._replica = crdt.Replica(self.id, Path(self.config.data_dir) / "replica.log")
         self._registry = Registry(self._replica, self.name)
         self._host = Host(
@@ -401,8 +406,14 @@ class Node:
             if result != 1:
                 text = inv.guest_error.decode("utf-8", "replace") if inv.guest_error else ""
                 raise GuestError(text or "no error message set")
+            response = inv.response or b""
+            if len(response) > self.config.max_payload_mib * MIB:
+                raise GuestError(
+                    f"response of {len(response)} bytes is over the"
+                    f" {self.config.max_payload_mib} MiB limit"
+                )
             outcome = "ok"
-            return inv.response or b""
+            return response
         except CallTimeout:
             outcome = "timeout"
             raise

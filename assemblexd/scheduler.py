@@ -30,9 +30,12 @@ import time
 from collections.abc import Awaitable, Callable
 
 from ._wasm import CallFuture, Engine, Invocation
-from .errors import CallTimeout, HostError
+from .errors import CallTimeout, GuestError, HostError
 
 __all__ = ["HostHandler", "Scheduler"]
+
+YIELD_EVERY = 16
+"""Host calls of one guest between two forced yields to the event loop."""
 
 HostHandler = Callable[[str, str, str, bytes], Awaitable[bytes]]
 """``await handler(binding, namespace, operation, payload)``: the host side of ``__host_call``.
@@ -45,9 +48,15 @@ class Scheduler:
     """Runs call futures to completion. One per node; owns the worker threads."""
 
     def __init__(
-        self, engine: Engine, workers: int = 0, quantum: float = 0.02, loop_slice: float = 0.002
+        self,
+        engine: Engine,
+        workers: int = 0,
+        quantum: float = 0.02,
+        loop_slice: float = 0.002,
+        max_host_calls: int = 100_000,
     ) -> None:
         self._engine = engine
+        self.max_host_calls = max_host_calls
         self._quantum = quantum
         self._loop_slice = loop_slice
         self.workers = workers or os.cpu_count() or 1
@@ -120,7 +129,14 @@ class Scheduler:
                 raise CallTimeout(f"guest ran for more than {budget:g}s")
             request = inv.host_request
             if request is not None and not inv.host_done:
+                inv.host_calls += 1
+                if inv.host_calls > self.max_host_calls:
+                    raise GuestError(f"guest made more than {self.max_host_calls} host calls")
                 await self._host_call(inv, request, host)
+                if inv.host_calls % YIELD_EVERY == 0:
+                    # Host calls that complete at once never suspend this task: let the
+                    # loop serve everything else now and then (a guest flooding the host).
+                    await asyncio.sleep(0)
                 done = self._poll_on_loop(fut)
             else:
                 inv.worker = loop.run_in_executor(self._pool, self._slice, fut, budget)

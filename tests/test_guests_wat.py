@@ -26,6 +26,10 @@ VALID = {
     "wasi_exit",
     "spin",
     "big_response",
+    "stack_overflow",
+    "start_loop",
+    "hostcall_flood",
+    "response_flood",
 }
 
 # The host's imports as (module, name) -> (params, results); every parameter is i32.
