@@ -20,6 +20,8 @@ protocol cores (`Overlay` = `HyParView` + `Plumtree`) run the same in the simula
 (``python -m membership.sim``). See docs/membership.md.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._config import HyParViewConfig, NodeConfig, PlumtreeConfig
 from ._errors import (
     AuthenticationError,
@@ -46,7 +48,21 @@ from ._overlay import Overlay
 from ._plumtree import Plumtree
 from ._subscription import Subscription
 from ._transport import Channel, ChannelHandler, TcpTransport, Transport
-from ._websocket import WebSocketChannel, WebSocketTransport, websocket_handler
+
+if TYPE_CHECKING:
+    from ._websocket import WebSocketChannel, WebSocketTransport, websocket_handler
+
+_LAZY = {"WebSocketChannel", "WebSocketTransport", "websocket_handler"}
+
+
+def __getattr__(name: str) -> Any:
+    # aiohttp costs most of the import time: load the websocket transport on first use only.
+    if name in _LAZY:
+        from . import _websocket
+
+        return getattr(_websocket, name)
+    raise AttributeError(f"module 'membership' has no attribute {name!r}")
+
 
 __all__ = [
     "AuthenticationError",

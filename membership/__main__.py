@@ -44,6 +44,7 @@ def parse_args(argv: list[str] | None = None) -> NodeConfig:
     parser.add_argument("--keepalive", type=float, default=1.0, help="ping interval, seconds")
     parser.add_argument("--keepalive-timeout", type=float, default=5.0, help="seconds")
     parser.add_argument("--repair-backoff", type=float, default=1.0, help="seconds")
+    parser.add_argument("--repair-backoff-max", type=float, default=30.0, help="seconds")
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
@@ -53,6 +54,7 @@ def parse_args(argv: list[str] | None = None) -> NodeConfig:
         passive_size=args.passive,
         shuffle_interval=args.shuffle_interval,
         repair_backoff=args.repair_backoff,
+        repair_backoff_max=args.repair_backoff_max,
     )
     return NodeConfig(
         node_id=args.id,

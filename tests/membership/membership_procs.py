@@ -18,6 +18,7 @@ FAST_ARGS = [
     "--keepalive", "0.2",
     "--keepalive-timeout", "1.5",
     "--repair-backoff", "0.2",
+    "--repair-backoff-max", "1",
 ]  # fmt: skip
 
 
