@@ -30,6 +30,7 @@ from .auth import check_blob_proof
 from .config import MIB
 from .errors import AssemblexError, BadRequest, Overloaded, PayloadTooLarge, Unauthorized
 from .node import Node
+from .openapi import spec
 
 __all__ = ["NAME_RE", "NODE", "create_app", "error_middleware"]
 
@@ -341,6 +342,10 @@ async def peer(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(spec())
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
@@ -370,4 +375,5 @@ def create_app(node: Node) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/peer", peer)
+    app.router.add_get("/openapi.json", openapi)
     return app
