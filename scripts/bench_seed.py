@@ -591,6 +591,38 @@ def write_csv(points: Sequence[Point], path: Path) -> None:
             )  # fmt: skip
 
 
+def read_csv(path: Path) -> tuple[list[Point], list[Target]]:
+    """The runs of an earlier `write_csv`, for `--replot`."""
+    points: list[Point] = []
+    targets: dict[str, Target] = {}
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            label = row["target"]
+            if label not in targets:
+                targets[label] = Target(label, row["kind"], row["lang"], int(row["pool"]), "", 0)
+            requests = int(row["requests"])
+            points.append(
+                Point(
+                    target=targets[label],
+                    concurrency=int(row["concurrency"]),
+                    round=int(row["round"]),
+                    cpu_s=float(row["server_cpu_us_per_request"]) * requests / 1e6,
+                    requests=requests,
+                    seconds=float(row["seconds"]),
+                    non200=int(row["non200"]),
+                    wrong_body=int(row["wrong_body"]),
+                    socket_errors=int(row["socket_errors"]),
+                    timeouts=int(row["timeouts"]),
+                    p50_ms=float(row["p50_ms"]),
+                    p99_ms=float(row["p99_ms"]),
+                    max_ms=float(row["max_ms"]),
+                    statuses=row["statuses"],
+                    sample=row["first_bad_response"],
+                )
+            )
+    return points, list(targets.values())
+
+
 def table(sums: Sequence[Summary], targets: Sequence[Target], conc: Sequence[int]) -> str:
     by = {(id(x.target), x.concurrency): x for x in sums}
     lines = [
@@ -645,7 +677,7 @@ def plot(sums: Sequence[Summary], targets: Sequence[Target], path: Path, title: 
 
     colors = {"native": "black", "rust": "#d6452b", "go": "#00a7d0", "assemblyscript": "#6e4fc4",
               "zig": "#e8a33d"}  # fmt: skip
-    fig, (ax_rps, ax_p99) = plt.subplots(1, 2, figsize=(12, 4.8))
+    fig, (ax_rps, ax_p99, ax_cpu) = plt.subplots(1, 3, figsize=(16, 4.8))
     ringed = False
     for t in targets:
         mine = sorted((x for x in sums if x.target is t), key=lambda x: x.concurrency)
@@ -662,6 +694,7 @@ def plot(sums: Sequence[Summary], targets: Sequence[Target], path: Path, title: 
         }
         ax_rps.plot(xs, [x.rps for x in mine], **style)
         ax_p99.plot(xs, [max(x.p99_ms, 1e-3) for x in mine], **style)
+        ax_cpu.plot(xs, [max(x.cpu_us, 1.0) for x in mine], **style)
         bad = [x for x in mine if x.bad]
         if bad:
             ring = {
@@ -674,9 +707,14 @@ def plot(sums: Sequence[Summary], targets: Sequence[Target], path: Path, title: 
             }
             ax_rps.scatter([x.concurrency for x in bad], [x.rps for x in bad], **ring)
             ax_p99.scatter([x.concurrency for x in bad], [x.p99_ms for x in bad], **ring)
+            ax_cpu.scatter([x.concurrency for x in bad], [x.cpu_us for x in bad], **ring)
             ringed = True
     conc = sorted({x.concurrency for x in sums})
-    for ax, ylabel in ((ax_rps, "throughput (requests/s)"), (ax_p99, "p99 latency (ms)")):
+    for ax, ylabel in (
+        (ax_rps, "throughput (requests/s)"),
+        (ax_p99, "p99 latency (ms)"),
+        (ax_cpu, "server CPU per request (µs)"),
+    ):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xticks(conc, [str(c) for c in conc])
@@ -727,6 +765,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="py-spy the native server and the pool-100 daemon at concurrency N",
     )
     p.add_argument(
+        "--replot",
+        action="store_true",
+        help="measure nothing: table, verdict and plot from the CSV of an earlier run",
+    )
+    p.add_argument(
         "--native-server", nargs=2, metavar=("PORT", "REDIS_URL"), help=argparse.SUPPRESS
     )
     args = p.parse_args(argv)
@@ -749,6 +792,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.native_server:
         return native_server(int(args.native_server[0]), args.native_server[1])
+    if args.replot:
+        report(args, *read_csv(args.csv))
+        return 0
 
     sys.path.insert(0, str(ROOT / "tests"))
     import redis
@@ -827,26 +873,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
 
     write_csv(points, args.csv)
-    sums = summarize(points)
-    print(table(sums, targets, args.concurrency))
-    print()
-    for line in verdict(sums, args.langs, max(args.pools)):
-        print(line)
+    report(args, points, targets)
     for label, path in profiles:
         print(f"\nprofile of {label} at c={args.profile} ({path}):")
         print(summarize_profile(path))
-    if not args.no_plot:
-        title = (
-            f"redis3: three Redis GETs per request, wasm guest in assemblexd vs native aiohttp "
-            f"({os.cpu_count()} cores; wrk; median of {args.rounds} runs of {args.duration} s)"
-        )
-        plot(sums, targets, args.png, title)
-        print(f"\nplot: {args.png}")
     print(
         f"csv: {args.csv}; took {time.monotonic() - started:.0f} s; "
         f"load average {load:.2f} at start, {os.getloadavg()[0]:.2f} at the end"
     )
     return 0
+
+
+def report(args: argparse.Namespace, points: Sequence[Point], targets: Sequence[Target]) -> None:
+    """Table, verdict and (unless --no-plot) the plot."""
+    sums = summarize(points)
+    conc = sorted({p.concurrency for p in points})
+    rounds = max(p.round for p in points) + 1 if points else 0
+    langs = [lang for lang in LANGS if any(t.lang == lang for t in targets)]
+    pools = [t.pool for t in targets if t.kind == "wasm"]
+    print(table(sums, targets, conc))
+    print()
+    for line in verdict(sums, langs, max(pools, default=0)):
+        print(line)
+    if not args.no_plot:
+        seconds = statistics.median(p.seconds for p in points) if points else 0
+        title = (
+            "redis3: three Redis GETs per request, wasm guest in assemblexd vs native aiohttp "
+            f"({os.cpu_count()} cores; wrk; median of {rounds} runs of {seconds:.0f} s)"
+        )
+        plot(sums, targets, args.png, title)
+        print(f"\nplot: {args.png}")
 
 
 if __name__ == "__main__":
