@@ -145,14 +145,7 @@ def spec() -> dict[str, Any]:
             "/blobs/{sha256}": {
                 "get": {
                     "summary": "Module bytes, for peers",
-                    "parameters": [
-                        {
-                            "name": "sha256",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        },
-                    ],  # fmt: skip
+                    "parameters": [_SHA],
                     "responses": {
                         "200": {
                             "description": "The module",
