@@ -482,6 +482,9 @@ def _as_list(x: Any) -> list[Any]:
 
 
 def _format_status(data: Mapping[str, Any]) -> str:
+    """The status in the terminal: this node, then the membership graph (each member, whether
+    it is alive and its active-view neighbours by name), then each app with the version every
+    node runs."""
     node = data.get("node", {})
     lines = [f"node       {_label(node)}"]
     if isinstance(node, Mapping):
@@ -495,14 +498,72 @@ def _format_status(data: Mapping[str, Any]) -> str:
         lines.append(
             f"instances  {instances.get('live', '?')} live of {instances.get('limit', '?')}"
         )
-    for key in ("active", "passive", "members"):
-        items = [_label(x) for x in _as_list(data.get(key, []))]
+    members = [m for m in _as_list(data.get("members", [])) if isinstance(m, Mapping)]
+    names = {str(m["id"]): _label(m) for m in members if m.get("id")}
+
+    def peer_name(x: Any) -> str:
+        peer_id = x.get("id") if isinstance(x, Mapping) else x
+        if isinstance(peer_id, str) and peer_id in names:
+            return names[peer_id]
+        return _label(x)[:12]  # a peer with no member record yet: its id, shortened
+
+    for key in ("active", "passive"):
+        items = [peer_name(x) for x in _as_list(data.get(key, []))]
         lines.append(f"{key:<10} {len(items)}" + (f": {', '.join(items)}" if items else ""))
+    items = [_label(x) for x in _as_list(data.get("members", []))]
+    lines.append(f"members    {len(items)}" + (f": {', '.join(items)}" if items else ""))
+    me = node.get("id") if isinstance(node, Mapping) else None
+    lines.extend(_format_members(members, me, peer_name))
     apps = _as_list(data.get("apps", []))
     lines.append(f"apps       {len(apps)}")
     for a in apps:
-        lines.append("  " + (_format_app_status(a) if isinstance(a, Mapping) else str(a)))
+        if not isinstance(a, Mapping):
+            lines.append(f"  {a}")
+            continue
+        lines.append("  " + _format_app_status(a))
+        versions = _format_versions(a, [_label(m) for m in members])
+        if versions:
+            lines.append(f"    {versions}")
     return "\n".join(lines)
+
+
+def _format_members(
+    members: Sequence[Mapping[str, Any]], me: Any, peer_name: Callable[[Any], str]
+) -> list[str]:
+    """One line per member: ``* name  url  alive  -> neighbour, ...`` (``*``: this node)."""
+    rows = []
+    for m in members:
+        alive = m.get("alive")
+        active = m.get("active")
+        neighbours = [peer_name(p) for p in active] if isinstance(active, list) else []
+        rows.append(
+            (
+                _label(m),
+                str(m.get("url") or "-"),
+                "alive" if alive is True else "gone" if alive is False else "?",
+                "-> " + (", ".join(neighbours) if neighbours else "(no neighbours)"),
+            )
+        )
+    if not rows:
+        return []
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [
+        ("  * " if me is not None and m.get("id") == me else "    ")
+        + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for m, r in zip(members, rows, strict=True)
+    ]
+
+
+def _format_versions(a: Mapping[str, Any], members: Sequence[str]) -> str:
+    """``on nodes: n1 v2, n2 v1, n3 -``: the version each member runs (``-``: none)."""
+    versions = a.get("versions")
+    if not isinstance(versions, Mapping):
+        return ""
+    order = [*members, *(str(n) for n in versions if str(n) not in members)]
+    if not order:
+        return ""
+    shown = [f"{n} v{versions[n]}" if n in versions else f"{n} -" for n in order]
+    return "on nodes: " + ", ".join(shown)
 
 
 def _format_app_status(a: Mapping[str, Any]) -> str:

@@ -224,3 +224,63 @@ def test_format_status() -> None:
 
 def test_format_status_tolerates_missing_fields() -> None:
     assert cli._format_status({}).splitlines()[0] == "node       ?"
+
+
+def test_format_status_draws_the_membership_graph() -> None:
+    ids = {"n0": "a" * 16, "n1": "b" * 16, "n2": "c" * 16}
+    text = cli._format_status(
+        {
+            "node": {"id": ids["n0"], "name": "n0", "url": "http://127.0.0.1:4000"},
+            "active": [{"id": ids["n1"], "address": "ws://127.0.0.1:4001/peer"}],
+            "passive": [{"id": "f" * 16, "address": "ws://127.0.0.1:4009/peer"}],
+            "members": [
+                {
+                    "id": ids["n0"],
+                    "name": "n0",
+                    "url": "http://127.0.0.1:4000",
+                    "active": [ids["n1"]],
+                    "apps": {"echo": 2},
+                    "alive": True,
+                },
+                {
+                    "id": ids["n1"],
+                    "name": "n1",
+                    "url": "http://127.0.0.1:4001",
+                    "active": [ids["n0"], ids["n2"]],
+                    "apps": {"echo": 1},
+                    "alive": True,
+                },
+                {
+                    "id": ids["n2"],
+                    "name": "n2",
+                    "url": "http://127.0.0.1:4002",
+                    "active": [ids["n1"], "d" * 16],
+                    "apps": {},
+                    "alive": False,
+                },
+            ],
+            "apps": [{"name": "echo", "version": 2, "versions": {"n0": 2, "n1": 1}}],
+        }
+    )
+    lines = text.splitlines()
+    # Views by member name; a peer with no member record yet by its id, shortened.
+    assert "active     1: n1" in lines
+    assert "passive    1: " + "f" * 12 in lines
+    assert "members    3: n0, n1, n2" in lines
+    # The graph: this node starred, URL, alive flag, active-view neighbours by name.
+    graph = [line.split() for line in lines if "http://127.0.0.1:400" in line][1:]
+    assert graph == [
+        ["*", "n0", "http://127.0.0.1:4000", "alive", "->", "n1"],
+        ["n1", "http://127.0.0.1:4001", "alive", "->", "n0,", "n2"],
+        ["n2", "http://127.0.0.1:4002", "gone", "->", "n1,", "d" * 12],
+    ]
+    # Each app with the version each node runs ("-": not running it).
+    assert "  echo v2 (behind: n1 v1)" in lines
+    assert "    on nodes: n0 v2, n1 v1, n2 -" in lines
+
+
+def test_format_status_member_without_neighbours() -> None:
+    text = cli._format_status(
+        {"node": {"id": "x"}, "members": [{"id": "x", "name": "solo", "active": []}]}
+    )
+    assert text.splitlines()[-2].split() == ["*", "solo", "-", "?", "->", "(no", "neighbours)"]
