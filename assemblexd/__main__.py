@@ -350,7 +350,11 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
         stop = asyncio.Event()
         _stop_on_signals(stop)
     async with Node(config) as node:
-        runner = web.AppRunner(create_app(node), access_log=None, shutdown_timeout=10.0)
+        # handler_cancellation: a client that goes away cancels its call (the guest stops at
+        # the next tick and its instance is dropped) instead of running it to the end.
+        runner = web.AppRunner(
+            create_app(node), access_log=None, shutdown_timeout=10.0, handler_cancellation=True
+        )
         await runner.setup()
         try:
             # A deep accept queue: bursts of thousands of new connections are expected.

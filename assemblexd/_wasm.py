@@ -334,11 +334,17 @@ def _host_call(
 ) -> None:
     inv: Invocation = _tls.inv
     try:
-        a = [args[i * _VAL_I32 + _OF_I32] for i in range(8)]
-        binding = _read(inv, a[0], a[1]).decode("utf-8", "replace")
-        namespace = _read(inv, a[2], a[3]).decode("utf-8", "replace")
-        operation = _read(inv, a[4], a[5]).decode("utf-8", "replace")
-        payload = _read(inv, a[6], a[7])
+        a = [args[i * _VAL_I32 + _OF_I32] & 0xFFFFFFFF for i in range(8)]
+        inst = inv.instance
+        size = _memory_data_size(inst.ctx, inst.memory_addr)
+        if any(a[i] + a[i + 1] > size for i in (0, 2, 4, 6)):
+            raise IndexError("guest pointer out of bounds in __host_call")
+        base = inst.memory_base
+        string_at = ctypes.string_at
+        binding = string_at(base + a[0], a[1]).decode("utf-8", "replace")
+        namespace = string_at(base + a[2], a[3]).decode("utf-8", "replace")
+        operation = string_at(base + a[4], a[5]).decode("utf-8", "replace")
+        payload = string_at(base + a[6], a[7])
         inv.host_response = b""
         inv.host_error = b""
         inv.host_request = (binding, namespace, operation, payload)

@@ -30,6 +30,8 @@ __all__ = ["MAX_SLEEP_MS", "Host", "KVStore"]
 
 log = logging.getLogger(__name__)
 
+REDIS_CONNECTIONS = 256
+"""Connections per Redis binding; more commands in flight wait for one."""
 MAX_SLEEP_MS = 60_000
 """``host.sleep`` is capped at this many milliseconds."""
 
@@ -99,6 +101,7 @@ class Host:
         self._call_app = call_app
         self._redis_urls = dict(redis_urls)
         self._redis: dict[str, aioredis.Redis] = {}
+        self._redis_slots: dict[str, asyncio.Semaphore] = {}
         self._max_depth = max_call_depth
         self._on_host_call = on_host_call
 
@@ -189,11 +192,14 @@ class Host:
                 raise HostError(f"redis: no connection named {binding!r}")
             raise HostError("redis: no Redis configured (start the node with --redis-url)")
         client = aioredis.Redis.from_url(
-            url, socket_timeout=5, socket_connect_timeout=2, max_connections=256
+            url, socket_timeout=5, socket_connect_timeout=2, max_connections=REDIS_CONNECTIONS
         )
         # Raw replies: SET answers b"OK", not True.
         client.response_callbacks.clear()
         self._redis[binding] = client
+        # redis-py's pool fails ("Too many connections") past its size instead of waiting:
+        # commands beyond it wait here for a connection to come back.
+        self._redis_slots[binding] = asyncio.Semaphore(REDIS_CONNECTIONS)
         return client
 
     async def _redis_call(
@@ -222,7 +228,8 @@ class Host:
                 )
         client = self._redis_client(binding)
         try:
-            reply = await client.execute_command(command, *args)  # type: ignore[no-untyped-call]
+            async with self._redis_slots[binding]:
+                reply = await client.execute_command(command, *args)  # type: ignore[no-untyped-call]
         except redis.exceptions.ResponseError as exc:
             raise HostError(f"redis: {exc}") from None
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:

@@ -12,6 +12,7 @@ __all__ = ["Metrics"]
 class Metrics:
     def __init__(self) -> None:
         self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._host_children: dict[str, Any] = {}
         self.registry = CollectorRegistry()
         r = self.registry
         self.calls = Counter(
@@ -69,7 +70,14 @@ class Metrics:
         children[1].observe(seconds)
 
     def host_call(self, namespace: str) -> None:
-        self.host_calls.labels(namespace if len(namespace) <= 32 else "other").inc()
+        child = self._host_children.get(namespace)
+        if child is None:
+            # Namespace names come from guests: unknown ones share one label value.
+            label = namespace if namespace in ("host", "kv", "redis", "call") else "other"
+            child = self._host_children[namespace] = self.host_calls.labels(label)
+            if len(self._host_children) > 64:
+                self._host_children.clear()
+        child.inc()
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

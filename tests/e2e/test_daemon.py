@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -241,3 +242,31 @@ def test_port_in_use_exits_nonzero(tmp_path: Path, start_daemon: Callable[..., D
             second.proc.kill()
     assert rc != 0
     assert first.stop() == 0
+
+
+def test_a_client_that_goes_away_cancels_its_call(
+    tmp_path: Path, wat: Callable[[str], bytes], start_daemon: Callable[..., Daemon]
+) -> None:
+    daemon = start_daemon(tmp_path / "data")
+    daemon.wait_listening()
+    status, _ = http(
+        "POST",
+        f"{daemon.url}/deploy?name=sleep",
+        wat("host_sleep"),
+        {"Content-Type": "application/wasm"},
+    )
+    assert status == 201
+    req = urllib.request.Request(f"{daemon.url}/call/sleep/main", data=b"20000", method="POST")
+    with pytest.raises((TimeoutError, urllib.error.URLError)):
+        urllib.request.urlopen(req, timeout=0.5)
+    # The daemon notices the closed connection and cancels the call: its instance is freed
+    # long before the 20 s sleep would have ended.
+    deadline = time.monotonic() + 10
+    live = None
+    while time.monotonic() < deadline:
+        live = json.loads(http("GET", f"{daemon.url}/status")[1])["instances"]["live"]
+        if live == 0:
+            break
+        time.sleep(0.05)
+    assert live == 0
+    assert daemon.stop() == 0
