@@ -539,7 +539,7 @@ def _format_members(
     for m in members:
         alive = m.get("alive")
         active = m.get("active")
-        neighbours = [peer_name(p) for p in active] if isinstance(active, list) else []
+        neighbours = sorted(peer_name(p) for p in active) if isinstance(active, list) else []
         rows.append(
             (
                 _label(m),

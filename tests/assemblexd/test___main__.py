@@ -267,12 +267,12 @@ def test_format_status_draws_the_membership_graph() -> None:
     assert "active     1: n1" in lines
     assert "passive    1: " + "f" * 12 in lines
     assert "members    3: n0, n1, n2" in lines
-    # The graph: this node starred, URL, alive flag, active-view neighbours by name.
+    # The graph: this node starred, URL, alive flag, active-view neighbours by name (sorted).
     graph = [line.split() for line in lines if "http://127.0.0.1:400" in line][1:]
     assert graph == [
         ["*", "n0", "http://127.0.0.1:4000", "alive", "->", "n1"],
         ["n1", "http://127.0.0.1:4001", "alive", "->", "n0,", "n2"],
-        ["n2", "http://127.0.0.1:4002", "gone", "->", "n1,", "d" * 12],
+        ["n2", "http://127.0.0.1:4002", "gone", "->", "d" * 12 + ",", "n1"],
     ]
     # Each app with the version each node runs ("-": not running it).
     assert "  echo v2 (behind: n1 v1)" in lines
