@@ -42,8 +42,7 @@ class HyParViewConfig:
     """A NEIGHBOR request unanswered this long counts as a failed peer."""
     repair_rejections: int = 3
     """Low-priority rejections a repair round takes before it backs off (full neighbours
-    are a healthy overlay, so there is no hurry); unreachable candidates do not count, and a
-    node down to one neighbour keeps asking."""
+    are a healthy overlay, so there is no hurry); unreachable candidates do not count."""
     max_contacts: int = 64
     """Join contacts remembered (seeds and discovered peers), oldest forgotten first."""
     repair_backoff: float = 1.0

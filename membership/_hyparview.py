@@ -29,10 +29,12 @@ Rules, as in the paper's Algorithm 1:
   got into their passive views, evicting first the entries they sent.
 
 Repair. A node whose active view is not full (a neighbour failed, or dropped it) asks passive
-peers, one request per free slot, with high priority only when it has no neighbour at all (as
-the paper). A rejected or unreachable candidate is passed over for the next; a round stops
-after ``repair_rejections`` rejections (unless the node is down to a single neighbour) or when
-the passive view is exhausted, and the next round waits an exponential backoff. A node with
+peers, one request per free slot, with low priority. A node with at most one neighbour asks
+with high priority, one request at a time: the paper does so only with no neighbour, but then
+two nodes left with each other alone (a pair cut off from a part where every view is full)
+could never come back. A rejected or unreachable candidate is passed over for the next; a
+round stops after ``repair_rejections`` rejections or when the passive view is exhausted, and
+the next round waits an exponential backoff. A node with
 no neighbour and no candidate re-sends JOIN to a remembered contact at each backoff step:
 this is the reconnection of an isolated node.
 The paper replaces only failed neighbours; filling any free slot (as Partisan does with its
@@ -366,10 +368,12 @@ class HyParView:
         """Ask passive peers to fill free active slots; back off when that runs dry."""
         size = self.config.active_size
         while len(self.active) + len(self._pending) < size:
-            if not self.active and self._pending:
-                return  # one high-priority request at a time, as the paper
-            if self._rejections >= self.config.repair_rejections and len(self.active) > 1:
-                # A node down to one neighbour is one failure from isolation: it asks on.
+            # A node with at most one neighbour is one failure from isolation: it asks with
+            # high priority, one request at a time (the paper does so with none).
+            fragile = len(self.active) <= 1
+            if fragile and self._pending:
+                return
+            if self._rejections >= self.config.repair_rejections and not fragile:
                 break
             candidates = [
                 p for p in self.passive if p not in self._pending and p not in self._tried
@@ -378,7 +382,7 @@ class HyParView:
                 break
             peer = _pick(self._rng, candidates)
             self._tried[peer] = None
-            self._ask(peer, high=not self.active, now=now)
+            self._ask(peer, high=fragile, now=now)
         else:
             return
         if self._pending:

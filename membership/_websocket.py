@@ -87,10 +87,12 @@ class WebSocketChannel:
         if self._closed:
             return
         self._closed = True
-        with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
-            await self._ws.close()
-        if self._session is not None:
-            await self._session.close()
+        try:
+            with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
+                await self._ws.close()
+        finally:  # even when cancelled mid-close: a session left open leaks its connector
+            if self._session is not None:
+                await asyncio.shield(self._session.close())
 
 
 def websocket_handler(

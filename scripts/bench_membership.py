@@ -17,7 +17,7 @@ import json
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -76,13 +76,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="runs at once")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per run")
     parser.add_argument("--out", type=Path, help="also write the raw figures as JSON")
+    parser.add_argument("--table-from", type=Path, help="only print the table of such a file")
     args = parser.parse_args(argv)
+    if args.table_from is not None:
+        print(table(json.loads(args.table_from.read_text())))
+        return 0
     grid = [(n, f) for n in (args.nodes or [1000, 10000]) for f in (args.fail or FAILURES)]
+    results: list[dict[str, Any]] = []
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futures = [pool.submit(run_one, n, f, args.seed, args.timeout) for n, f in grid]
-        results = [future.result() for future in futures]
-    if args.out is not None:
-        args.out.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+        for future in as_completed(futures):
+            results.append(future.result())
+            if args.out is not None:  # kept as runs finish: a long grid can be cut short
+                args.out.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     print(table(results))
     return 0
 

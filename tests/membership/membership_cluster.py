@@ -31,8 +31,8 @@ FAST = NodeConfig(
         repair_backoff_max=0.5,
         neighbor_timeout=2.0,
     ),
-    keepalive_interval=0.1,
-    keepalive_timeout=1.0,
+    keepalive_interval=0.2,
+    keepalive_timeout=3.0,  # shorter ones fire spuriously on a loaded machine
     idle_timeout=1.0,
     connect_timeout=2.0,
     seed_backoff=0.05,
@@ -85,7 +85,7 @@ class Cluster:
 
         self._group.create_task(pump())
 
-    async def wait_until(self, condition: Callable[[], bool], limit: float = 15.0) -> None:
+    async def wait_until(self, condition: Callable[[], bool], limit: float = 30.0) -> None:
         """Return once `condition()` holds, re-checked at every event of any node."""
         async with asyncio.timeout(limit):
             while not condition():

@@ -16,7 +16,7 @@ FAST_ARGS = [
     "--passive", "8",
     "--shuffle-interval", "0.5",
     "--keepalive", "0.2",
-    "--keepalive-timeout", "1.5",
+    "--keepalive-timeout", "3",
     "--repair-backoff", "0.2",
     "--repair-backoff-max", "1",
 ]  # fmt: skip

@@ -297,3 +297,14 @@ def test_same_seed_same_behaviour(me: Peer) -> None:
         return core.take_outbox()
 
     assert run(11) == run(11)
+
+
+def test_a_node_left_with_one_neighbour_asks_with_high_priority(hyparview: HyParView) -> None:
+    # Two nodes left with each other alone, beside a part where every view is full, would
+    # never get back with low-priority requests.
+    fill_active(hyparview, A, B)
+    hyparview.passive.update({D: None, E: None})
+    hyparview.on_unreachable(B, 1.0)
+    out = sent(hyparview)
+    assert len(out) == 1  # one at a time
+    assert out[0][1] == Neighbor(high_priority=True)
