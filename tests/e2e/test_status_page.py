@@ -1,0 +1,127 @@
+"""The status page of a 5-node cluster in headless Chromium: a screenshot, and the rendered DOM.
+
+Chromium is Debian's ``chromium`` package (``scripts/test`` installs it). It loads a node's
+``/status`` as a browser does (its navigation asks for ``text/html``), runs the page's script
+(``--virtual-time-budget``), and either writes a screenshot or prints the DOM as rendered.
+The screenshot goes to ``docs/img/status.png``, where the README can show it.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cluster import LocalCluster, poll, tagged_guest
+from helpers import REPO_ROOT
+
+pytestmark = pytest.mark.e2e
+
+NODES = 5
+SCREENSHOT = REPO_ROOT / "docs" / "img" / "status.png"
+WINDOW = (1200, 900)
+CHROMIUM_TIMEOUT = 90.0
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    base = tmp_path / "cluster"
+    base.mkdir()  # LocalCluster writes its logs there and expects it to exist
+    local = LocalCluster(base)
+    try:
+        local.start(NODES)
+        yield local
+    finally:
+        local.close()
+
+
+def chromium(tmp_path: Path, url: str, *mode: str) -> subprocess.CompletedProcess[str]:
+    """Headless Chromium on ``url`` (``mode``: ``--screenshot=F`` or ``--dump-dom``)."""
+    exe = shutil.which("chromium")
+    if exe is None:
+        pytest.fail("chromium is not installed (scripts/test installs Debian's chromium)")
+    profile = Path(tempfile.mkdtemp(prefix="chromium-", dir=tmp_path))  # a fresh profile
+    argv = [
+        exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--hide-scrollbars", f"--user-data-dir={profile}",
+        f"--window-size={WINDOW[0]},{WINDOW[1]}", "--virtual-time-budget=3000",
+        *mode, url,
+    ]  # fmt: skip
+    done = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=CHROMIUM_TIMEOUT,
+        env={"HOME": str(profile), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+        check=False,
+    )
+    assert done.returncode == 0, f"chromium exited {done.returncode}:\n{done.stderr[-3000:]}"
+    return done
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """Width and height from a PNG's IHDR chunk."""
+    assert data[:8] == PNG_SIGNATURE, "not a PNG"
+    assert data[12:16] == b"IHDR", "no IHDR chunk first"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+@pytest.mark.timeout(300)
+def test_status_page_draws_the_five_node_graph(cluster: LocalCluster, tmp_path: Path) -> None:
+    nodes = cluster.nodes
+    # Apps, so that the page has versions to show: one on every node, one redeployed.
+    marks = cluster.marks()
+    hello = nodes[0].deploy("hello", tagged_guest("hello-v1"))
+    cluster.wait_running("hello", hello["sha256"], marks)
+    marks = cluster.marks()
+    hello = nodes[3].deploy("hello", tagged_guest("hello-v2"))
+    greeter = nodes[1].deploy("greeter", tagged_guest("greeter-v1"))
+    cluster.wait_running("hello", hello["sha256"], marks)
+    cluster.wait_running("greeter", greeter["sha256"], marks)
+
+    shown = nodes[2]
+    want_apps = {"hello": hello["version"], "greeter": greeter["version"]}
+
+    def complete() -> bool:
+        """The graph as ``shown`` knows it: 5 alive members, each with the current apps,
+        every active link claimed by both of its ends."""
+        members = shown.status()["members"]
+        if len(members) != NODES or not all(m["alive"] and m["active"] for m in members):
+            return False
+        if any(m["apps"] != want_apps for m in members):
+            return False
+        links = {(m["id"], p) for m in members for p in m["active"]}
+        return all((b, a) in links for a, b in links)
+
+    poll(complete, "a complete membership graph on " + shown.name, describe=cluster.describe)
+
+    # The screenshot, as the README shows it.
+    shot = tmp_path / "status.png"
+    chromium(tmp_path, shown.url + "/status", f"--screenshot={shot}")
+    data = shot.read_bytes()
+    assert png_size(data) == WINDOW
+    assert len(data) > 20_000, f"a {len(data)}-byte PNG is too small to show a graph"
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(shot, SCREENSHOT)
+
+    # The DOM as rendered: five nodes drawn, this one highlighted, none gone.
+    dom = chromium(tmp_path, shown.url + "/status", "--dump-dom").stdout
+    svg = re.search(r'<svg id="graph"[^>]*>', dom)
+    assert svg is not None, dom[:2000]
+    assert f'data-nodes="{NODES}"' in svg.group(0)
+    assert 'data-alive="5"' in svg.group(0)
+    drawn = re.findall(r'<g class="(node[^"]*)" data-id="[^"]*" data-name="([^"]*)"', dom)
+    assert sorted(name for _, name in drawn) == [d.name for d in nodes]
+    assert [name for cls, name in drawn if "self" in cls.split()] == [shown.name]
+    assert not [name for cls, name in drawn if "dead" in cls.split()]
+    edges = re.search(r'data-edges="(\d+)"', svg.group(0))
+    assert edges is not None
+    assert int(edges.group(1)) >= NODES - 1, "a connected graph of 5 nodes has 4 links or more"
+    for app in want_apps:
+        assert f'data-app="{app}"' in dom
