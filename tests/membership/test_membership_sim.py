@@ -11,8 +11,11 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from membership._sim import SimConfig, run_experiment
+from membership._graph import graph_metrics
+from membership._sim import SimConfig, Simulation, run_experiment
 from membership.sim import main, parse_args
 
 
@@ -113,3 +116,23 @@ def test_main_prints_a_report(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "reliability" in out
     assert not out.strip().splitlines()[-1].startswith("{")
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.integers(0, 10_000), st.integers(20, 60), st.sampled_from([0.0, 0.3, 0.6]))
+def test_overlay_heals_into_one_symmetric_component(seed: int, nodes: int, fail: float) -> None:
+    sim = Simulation(SimConfig(nodes=nodes, fail=fail, seed=seed, stabilise_cycles=10))
+    sim.build()
+    sim.fail(fail)
+    for _ in range(5):
+        sim.cycle()
+    live = sim.live()
+    views = {}
+    for i in live:
+        core = sim.cores[i]
+        assert core is not None
+        views[i] = {sim.index[p] for p in core.active_view()}
+    for i, view in views.items():
+        assert view <= set(live)  # the dead are gone
+        assert all(i in views[j] for j in view)  # links are known at both ends
+    assert graph_metrics(sim)["components"] == 1
