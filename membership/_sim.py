@@ -3,10 +3,12 @@
 Theory of operation
 -------------------
 Every simulated node is an unmodified `Overlay`. The simulator is its I/O adapter: it delivers
-each message after a link latency (fixed per ordered pair of nodes, so a link stays FIFO like a
-TCP connection), fires each node's timers at its `next_deadline()`, and models a crashed node
-as a connection failure: a message sent to it comes back to the sender, one round trip later,
-as `on_unreachable` (a refused or reset connection), which is HyParView's failure detector.
+each message after a link latency (the sum of both nodes' access latencies, so a link's
+latency is fixed and it stays FIFO like a TCP connection), fires each node's timers at its
+`next_deadline()`, and models a crashed node as a connection failure, HyParView's failure
+detector: a message sent to it comes back to the sender, one round trip later, as
+`on_unreachable` (a refused connection); and with ``detect="reset"`` (the default: a crashed
+process) its neighbours hear their connections reset one latency after the crash.
 
 One random generator seeded with ``--seed`` chooses join contacts, victims and broadcast
 origins, and seeds every node's own generator; time is simulated and every iterated container
