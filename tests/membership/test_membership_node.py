@@ -214,3 +214,27 @@ async def test_payloads_up_to_the_limit_pass_and_larger_ones_are_refused() -> No
                     kinds.add(type(event))
                     if len(kinds) == 2:
                         break
+
+
+async def test_a_node_served_by_an_aiohttp_app_of_its_own(unused_tcp_port: int) -> None:
+    """The daemon's way: no listener of the node's own, a route on the HTTP port instead."""
+    from aiohttp import web
+
+    from membership import Node, NodeConfig, WebSocketTransport, websocket_handler
+
+    address = f"ws://127.0.0.1:{unused_tcp_port}/peer"
+    config = NodeConfig("daemon", advertise=address, mdns=False)
+    async with Node(config, WebSocketTransport()) as node:
+        app = web.Application()
+        app.router.add_get("/peer", websocket_handler(node.handle_channel, config.max_frame))
+        runner = web.AppRunner(app)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
+            async with cluster("websocket") as c:
+                other = await c.start("other", join=[address])
+                await c.wait_until(
+                    lambda: node.me in other.active_view() and other.me in node.active_view()
+                )
+        finally:
+            await runner.cleanup()
