@@ -119,7 +119,10 @@ class Node:
         if cfg.mdns:
             from ._discovery import Discovery  # zeroconf only when asked for
 
-            await stack.enter_async_context(Discovery(self._me, self.add_contact))
+            try:
+                await stack.enter_async_context(Discovery(self._me, self.add_contact))
+            except OSError as exc:  # no multicast-capable interface: seeds still work
+                _log.warning("mDNS discovery is off: %s", exc)
         _log.info("node %s up", self._me)
         return self
 
