@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -45,8 +46,10 @@ MakeClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 Client = TestClient[web.Request, web.Application]
 
 TOKEN = "fuzz-token"
+SCALE = int(os.environ.get("ASSEMBLEX_FUZZ_SCALE", "1"))
+"""Multiplies every example count: ASSEMBLEX_FUZZ_SCALE=20 for a longer campaign."""
 FUZZ = settings(
-    max_examples=120,
+    max_examples=120 * SCALE,
     deadline=None,
     suppress_health_check=[
         HealthCheck.function_scoped_fixture,
@@ -427,7 +430,7 @@ raw_bodies = st.sampled_from([
 ]) | st.binary(max_size=64)  # fmt: skip
 
 
-@settings(FUZZ, max_examples=80)
+@settings(FUZZ, max_examples=80 * SCALE)
 @given(
     raw_heads,
     raw_framing,

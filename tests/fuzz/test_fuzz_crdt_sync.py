@@ -14,6 +14,7 @@ replayed.
 from __future__ import annotations
 
 import itertools
+import os
 import random
 import tempfile
 from pathlib import Path
@@ -35,8 +36,10 @@ from crdt import (
     encode_message,
 )
 
+SCALE = int(os.environ.get("ASSEMBLEX_FUZZ_SCALE", "1"))
+"""Multiplies every example count: ASSEMBLEX_FUZZ_SCALE=20 for a longer campaign."""
 FUZZ = settings(
-    max_examples=150,
+    max_examples=150 * SCALE,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -156,7 +159,7 @@ def test_mutated_messages(mine: list[Any], theirs: list[Any], data: st.DataObjec
             assert _snapshot(target)[:3] == after[:3]
 
 
-@settings(FUZZ, max_examples=40)
+@settings(FUZZ, max_examples=40 * SCALE)
 @given(writes, writes, st.data())
 def test_durable_replica_replays_what_it_accepted(
     mine: list[Any], theirs: list[Any], data: st.DataObject

@@ -13,6 +13,7 @@ the folder runs in well under a minute.
 
 from __future__ import annotations
 
+import os
 import random
 import struct
 
@@ -42,8 +43,10 @@ from membership._messages import (
     ShuffleReply,
 )
 
+SCALE = int(os.environ.get("ASSEMBLEX_FUZZ_SCALE", "1"))
+"""Multiplies every example count: ASSEMBLEX_FUZZ_SCALE=20 for a longer campaign."""
 FUZZ = settings(
-    max_examples=200,
+    max_examples=200 * SCALE,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -135,7 +138,7 @@ def test_mutated_frames(data: bytes) -> None:
     _decode_or_refuse(data)
 
 
-@settings(FUZZ, max_examples=120)
+@settings(FUZZ, max_examples=120 * SCALE)
 @given(
     st.sampled_from([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 20, 21, 22, 23, 255]),
     st.lists(msgpack_values, max_size=6),
@@ -144,13 +147,13 @@ def test_any_fields_under_a_tag(tag: int, fields: list[object]) -> None:
     _decode_or_refuse(msgpack.packb([tag, *fields], use_bin_type=True))
 
 
-@settings(FUZZ, max_examples=100)
+@settings(FUZZ, max_examples=100 * SCALE)
 @given(msgpack_values)
 def test_any_msgpack_value(value: object) -> None:
     _decode_or_refuse(msgpack.packb(value, use_bin_type=True))
 
 
-@settings(FUZZ, max_examples=100)
+@settings(FUZZ, max_examples=100 * SCALE)
 @given(st.lists(messages, min_size=1, max_size=6), st.lists(st.integers(0, 64), max_size=12))
 def test_stream_cut_anywhere(msgs: list[Message], cuts: list[int]) -> None:
     """Frames split at arbitrary points come out whole and in order."""
@@ -212,7 +215,7 @@ core_messages = st.one_of(
 )  # fmt: skip
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.integers(0, 2**32),
     st.lists(
