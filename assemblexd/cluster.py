@@ -138,8 +138,14 @@ class Cluster:
     async def _in_core(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` (a call into the sync core) on the core's thread, then send its outbox."""
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._core_thread, fn)
-        for peer_id, msg in self._core.take_outbox():
+        core = self._core
+
+        def step() -> list[tuple[str, crdt.Message]]:
+            fn()
+            # Taken on the core's thread too: the outbox is the core's state.
+            return core.take_outbox()
+
+        for peer_id, msg in await loop.run_in_executor(self._core_thread, step):
             peer = self._peers.get(peer_id)
             if peer is None:
                 continue
@@ -217,30 +223,34 @@ class Cluster:
             await asyncio.sleep(0.2)  # coalesce bursts of changes into one write
 
     def members(self) -> list[dict[str, Any]]:
-        """Every node this node knows of, itself included, with its active view and apps."""
+        """Every node this node knows of, itself included, with its active view and apps.
+
+        A member is alive while some live node holds it in its active view: this node, or a
+        member whose record is fresh (active views are the failure detector, so a dead node
+        leaves every view within a keepalive timeout, while its own record stays fresh for a
+        while and must not vouch for itself).
+        """
         replica = self.node.replica
-        in_views = {p.id for p in self.membership.active_view()} | {
-            p.id for p in self.membership.passive_view()
-        }
-        out = []
+        now = time.time()
+        records: dict[str, dict[str, Any]] = {}
         for key in replica.keys("members/"):
             raw = replica.get(key)
             if raw is None:
                 continue
             try:
                 m = json.loads(raw)
-            except ValueError:
+                records[str(m["id"])] = m
+            except (ValueError, KeyError, TypeError):
                 continue
-            if m.get("id") == self.node.id:
-                m = {**m, **self._member_record(), "updated": time.time()}
-            alive = (
-                m.get("id") == self.node.id
-                or m.get("id") in in_views
-                or time.time() - float(m.get("updated", 0)) < ALIVE
-            )
-            out.append({**m, "alive": alive})
-        if not any(m.get("id") == self.node.id for m in out):
-            out.append({**self._member_record(), "alive": True})
+        records[self.node.id] = {**self._member_record(), "updated": now}
+        seen = {p.id for p in self.membership.active_view()}
+        for member_id, m in records.items():
+            if member_id != self.node.id and now - float(m.get("updated", 0)) < ALIVE:
+                seen.update(str(i) for i in m.get("active", ()) if i != member_id)
+        out = [
+            {**m, "alive": member_id == self.node.id or member_id in seen}
+            for member_id, m in records.items()
+        ]
         return sorted(out, key=lambda m: str(m.get("name")))
 
     def views(self) -> tuple[list[Any], list[Any], list[dict[str, Any]]]:

@@ -105,6 +105,7 @@ class Node:
         """Called after this node starts running another version of an app, or stops one."""
         self._apps: dict[str, LoadedApp] = {}
         self._deploy_lock = asyncio.Lock()
+        self._app_locks: dict[str, asyncio.Lock] = {}
         self._cap = InstanceCap(config.max_instances)
         self._engine: Engine | None = None
         self._scheduler: Scheduler | None = None
@@ -221,8 +222,20 @@ class Node:
                 backoff = min(backoff * 2, RETRY_MAX)
             await self.replica.read(key, at_least=seen + 1)
 
+    def _app_lock(self, name: str) -> asyncio.Lock:
+        lock = self._app_locks.get(name)
+        if lock is None:
+            lock = self._app_locks[name] = asyncio.Lock()
+        return lock
+
     async def _reconcile_once(self, name: str) -> bool:
         """Make this node run the record of ``name``; False if its module cannot be had now."""
+        # A deploy on this node holds the app's lock until it has installed what it wrote,
+        # so the supervisor its write wakes finds the record running and does nothing.
+        async with self._app_lock(name):
+            return await self._reconcile_locked(name)
+
+    async def _reconcile_locked(self, name: str) -> bool:
         record = self.registry.get(name)
         loaded = self._apps.get(name)
         if record is None:
@@ -339,7 +352,7 @@ class Node:
             compiled = await self._load_module(sha256, wasm)
         except ModuleError as exc:
             raise InvalidModule(str(exc)) from None
-        async with self._deploy_lock:
+        async with self._deploy_lock, self._app_lock(name):
             # The module is on disk before the record that names it is written anywhere.
             await asyncio.to_thread(self.storage.put_blob, wasm)
             record = await asyncio.to_thread(
