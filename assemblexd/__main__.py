@@ -228,6 +228,13 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         help="largest call payload, MiB (default: %(default)s)",
     )
     run.add_argument(
+        "--max-apps",
+        type=_int_at_least(1),
+        default=_DEFAULTS.max_apps,
+        metavar="N",
+        help="apps a deploy may create in the cluster (default: %(default)s)",
+    )
+    run.add_argument(
         "--log-format",
         choices=FORMATS,
         default=_DEFAULTS.log_format,
@@ -312,6 +319,7 @@ def config_from_args(ns: argparse.Namespace, environ: Mapping[str, str] | None =
         max_memory_mib=ns.max_memory,
         max_upload_mib=ns.max_upload,
         max_payload_mib=ns.max_payload,
+        max_apps=ns.max_apps,
         log_format=ns.log_format,
     )
 

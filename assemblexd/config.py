@@ -50,6 +50,8 @@ class Config:
     """Largest module accepted by POST /deploy, in MiB (413)."""
     max_payload_mib: int = 16
     """Largest call payload, in MiB (413)."""
+    max_apps: int = 1000
+    """Apps a deploy may create (cluster-wide, as this node knows them); past it: 400."""
     max_host_calls: int = 100_000
     """Host calls one guest call may make; past it the call fails (a guest flooding the host)."""
     max_call_depth: int = 32

@@ -347,6 +347,10 @@ class Node:
         if not wasm:
             raise InvalidModule("empty upload: no module bytes")
         caps = _capabilities(capabilities)
+        if self.registry.get(name) is None and len(self.registry.records()) >= self.config.max_apps:
+            raise BadRequest(
+                f"this cluster already has {self.config.max_apps} apps (--max-apps); undeploy one"
+            )
         sha256 = hashlib.sha256(wasm).hexdigest()
         try:
             compiled = await self._load_module(sha256, wasm)

@@ -399,3 +399,14 @@ async def test_metrics(node: Node, wat: Wat) -> None:
     assert 'assemblex_reloads_total{app="echo"} 1.0' in text
     assert "assemblex_instances_live 1.0" in text
     assert 'assemblex_call_seconds_bucket{app="echo",le="+Inf"} 3.0' in text
+
+
+async def test_apps_per_node_limit(tmp_path: Path, wat: Wat) -> None:
+    async with Node(Config(data_dir=tmp_path, max_apps=2)) as node:
+        await node.deploy("a", wat("echo"))
+        await node.deploy("b", wat("echo"))
+        with pytest.raises(BadRequest, match="already has 2 apps"):
+            await node.deploy("c", wat("echo"))
+        await node.deploy("a", wat("host_echo"))  # a new version of an app is not a new app
+        await node.undeploy("b")
+        await node.deploy("c", wat("echo"))
