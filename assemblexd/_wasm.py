@@ -30,7 +30,7 @@ from __future__ import annotations
 import ctypes
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from ctypes import POINTER, byref, c_bool, c_int32, c_size_t, c_uint64, c_void_p
 from dataclasses import dataclass
 from typing import Any
@@ -757,8 +757,3 @@ class Instance:
 
     def memory_size(self) -> int:
         return int(_memory_data_size(self.ctx, self.memory_addr)) if self.memory_addr else 0
-
-
-def exports_of(wasm: bytes) -> Sequence[str]:
-    """Names a module exports (diagnostics)."""
-    return [e.name for e in wasmtime.Module(wasmtime.Engine(), wasm).exports]

@@ -44,8 +44,6 @@ __all__ = ["Node"]
 log = logging.getLogger(__name__)
 guest_log = logging.getLogger("assemblexd.guest")
 
-INIT_BUDGET_FACTOR = 1.0
-"""Instance initialisation (``_initialize``, ``_start``, ``wapc_init``) gets the call budget."""
 RETRY_FIRST = 0.5
 RETRY_MAX = 30.0
 """A supervisor that cannot get a module retries after 0.5 s, doubling up to 30 s."""
@@ -322,7 +320,8 @@ class Node:
             self._cap,
             pool_size=self.config.pool_size,
             max_memory=self.config.max_memory_mib * MIB,
-            init_budget=self.config.call_timeout * INIT_BUDGET_FACTOR,
+            # Instance initialisation (_initialize, _start, wapc_init) gets a call's budget.
+            init_budget=self.config.call_timeout,
             host=host,
             tag=(record.name, record.version),
         )

@@ -18,6 +18,7 @@ bumps count.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 
@@ -100,15 +101,11 @@ class Registry:
         current = self.get(name)
         if current is None or not current.history:
             return None
-        prev = current.history[0]
-        record = AppRecord(
-            name=name,
+        record = dataclasses.replace(
+            current.history[0],
             version=self.version(name) + 1,
-            sha256=prev.sha256,
-            size=prev.size,
             deployed_at=time.time(),
             origin=self.origin,
-            capabilities=prev.capabilities,
             history=current.history[1:],
         )
         self._write(record)
@@ -129,13 +126,4 @@ class Registry:
 def _history(previous: AppRecord | None) -> tuple[AppRecord, ...]:
     if previous is None:
         return ()
-    entry = AppRecord(
-        name=previous.name,
-        version=previous.version,
-        sha256=previous.sha256,
-        size=previous.size,
-        deployed_at=previous.deployed_at,
-        origin=previous.origin,
-        capabilities=previous.capabilities,
-    )
-    return (entry, *previous.history)[:HISTORY]
+    return (dataclasses.replace(previous, history=()), *previous.history)[:HISTORY]
