@@ -754,6 +754,3 @@ class Instance:
         self.memory_addr = 0
         self.memory_base = 0
         self.store.close()
-
-    def memory_size(self) -> int:
-        return int(_memory_data_size(self.ctx, self.memory_addr)) if self.memory_addr else 0
