@@ -389,6 +389,12 @@ class HyParView:
             return  # answers still to come will call us again
         if rejoin and not self.active and self.contacts:
             self.join(_pick(self._rng, list(self.contacts)), now)
+        elif rejoin and self.contacts:
+            # The passive view ran dry but neighbours remain: a remembered contact may be on the
+            # other side of a partition that has healed (both sides forgot each other).
+            spare = [c for c in self.contacts if c not in self.active and c not in self._pending]
+            if spare:
+                self._ask(_pick(self._rng, spare), high=False, now=now)
         if self._repair_at is None:
             self._repair_at = now + self._backoff
             self._backoff = min(2 * self._backoff, self.config.repair_backoff_max)

@@ -369,15 +369,6 @@ def test_zeroconf_alone_makes_a_cluster(
         assert d.call("hello") == (200, b"hello-from-n0"), f"{d.name}:\n{d.log_tail()}"
 
 
-MEMBERSHIP_HEALING_BUG = (
-    "membership never heals a partition in which no node is left without neighbours: failed "
-    "neighbours are dropped from both views (on_unreachable), and remembered contacts are only "
-    "tried when the active view is empty (_repair), so after the split neither side knows the "
-    "other; reported, with a fix that heals this test in about 1.5 s"
-)
-
-
-@pytest.mark.xfail(reason=MEMBERSHIP_HEALING_BUG, strict=True)
 @pytest.mark.timeout(300)
 def test_partition_with_deploys_on_both_sides_heals(
     lan_cluster: Callable[..., tuple[Lan, list[Daemon]]],
