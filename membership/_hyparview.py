@@ -262,10 +262,11 @@ class HyParView:
     def _on_neighbor_reply(self, src: Peer, accepted: bool, now: float) -> None:
         asked = self._pending.pop(src, None) is not None
         if accepted:
-            if asked or len(self.active) < self.config.active_size:
+            if asked:
                 self._add_active(src)
             elif src not in self.active:
-                # A late yes to a request we gave up on, and no room: undo it on both ends.
+                # A yes to a request we gave up on, or to one overtaken by events (src asked
+                # us at the same time, we took it, then dropped it): undo it on both ends.
                 self._outbox.append((src, Disconnect()))
                 self._add_passive(src)
         elif asked:
@@ -312,6 +313,7 @@ class HyParView:
             self._outbox.append((victim, Disconnect()))
             self._add_passive(victim)
         self.passive.pop(peer, None)
+        self._pending.pop(peer, None)  # a reply to our own request must not re-add it later
         self.active[peer] = None
         if self._observer is not None:
             self._observer.neighbor_up(peer)

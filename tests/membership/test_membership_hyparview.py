@@ -308,3 +308,21 @@ def test_a_node_left_with_one_neighbour_asks_with_high_priority(hyparview: HyPar
     out = sent(hyparview)
     assert len(out) == 1  # one at a time
     assert out[0][1] == Neighbor(high_priority=True)
+
+
+def test_crossed_requests_then_a_drop_leave_no_half_link(me: Peer) -> None:
+    # Found at 10,000 simulated nodes (one link in 50,000 known at one end only): we ask E,
+    # E asks us at the same time, we take E, then drop it for someone else; E's yes to our
+    # own request must not bring it back on our side only.
+    core = HyParView(me, HyParViewConfig(active_size=1, passive_size=4), random.Random(1))
+    fill_active(core, A)
+    core.passive.update({E: None})
+    core.on_unreachable(A, 1.0)
+    assert sent(core) == [(E, Neighbor(high_priority=True))]
+    core.on_message(E, Neighbor(high_priority=True), 1.1)  # E asks too: taken at once
+    assert sent(core) == [(E, NeighborReply(accepted=True))]
+    core.on_message(D, Neighbor(high_priority=True), 1.2)  # full: E is dropped for D
+    assert (E, Disconnect()) in sent(core)
+    core.on_message(E, NeighborReply(accepted=True), 1.3)  # the old yes arrives
+    assert E not in core.active
+    assert sent(core) == [(E, Disconnect())]  # and is undone at E's end too
