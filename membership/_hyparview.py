@@ -213,15 +213,17 @@ class HyParView:
             while self._next_shuffle <= now:
                 self._next_shuffle += interval
             self._shuffle()
-        if self._pending:
-            for peer in [p for p, deadline in self._pending.items() if deadline <= now]:
-                del self._pending[peer]
-                self.passive.pop(peer, None)
+        expired = [p for p, deadline in self._pending.items() if deadline <= now]
+        for peer in expired:  # no answer (a lost message, a dead peer): as unreachable
+            del self._pending[peer]
+            self.passive.pop(peer, None)
         if self._repair_at is not None and now >= self._repair_at:
             self._repair_at = None
             self._tried.clear()
             self._rejections = 0
             self._repair(now, rejoin=True)
+        elif expired:
+            self._repair(now)
 
     # --- message rules -------------------------------------------------------------------
 

@@ -214,6 +214,19 @@ def test_unanswered_neighbor_request_times_out(hyparview: HyParView) -> None:
     assert E not in hyparview.passive
 
 
+def test_repair_goes_on_after_a_request_times_out(me: Peer) -> None:
+    # Found with eight processes: a NEIGHBOR lost with a link closing at the other end left
+    # a node short of neighbours, with candidates, and no timer to ask them.
+    config = HyParViewConfig(active_size=3, passive_size=4, shuffle_interval=1000.0)
+    core = HyParView(me, config, random.Random(2), now=1000.0)
+    fill_active(core, A, B, C)
+    core.passive.update({D: None, E: None})
+    core.on_unreachable(C, 1.0)
+    ((first, _),) = sent(core)
+    core.tick(1.0 + config.neighbor_timeout)  # never answered
+    assert [dst for dst, _ in sent(core)] == [({D, E} - {first}).pop()]
+
+
 def test_shuffle_sends_itself_and_samples_of_both_views_to_a_neighbour(
     hyparview: HyParView, me: Peer
 ) -> None:
