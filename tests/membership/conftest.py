@@ -5,13 +5,9 @@ from __future__ import annotations
 import random
 
 import pytest
+from membership_cluster import peer
 
 from membership import HyParView, HyParViewConfig, Peer, Plumtree, PlumtreeConfig
-
-
-def peer(name: str) -> Peer:
-    """A peer with a fake address."""
-    return Peer(name, f"mem://{name}")
 
 
 @pytest.fixture

@@ -40,6 +40,11 @@ FAST = NodeConfig(
 )
 
 
+def peer(name: str) -> Peer:
+    """A peer with a made-up address, for the pure cores."""
+    return Peer(name, f"mem://{name}")
+
+
 def make_transport(kind: str) -> tuple[Transport, str]:
     """A transport of `kind` ("memory", "tcp" or "websocket") and the address to listen on."""
     if kind == "memory":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 
 import pytest
-from conftest import peer
+from membership_cluster import peer
 
 from membership import AuthenticationError, Peer
 from membership._auth import Handshake

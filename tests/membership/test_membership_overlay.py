@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from conftest import peer
+from membership_cluster import peer
 
 from membership import (
     DirectReceived,

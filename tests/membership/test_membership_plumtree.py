@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from conftest import peer
+from membership_cluster import peer
 
 from membership import BroadcastReceived, Peer, Plumtree, PlumtreeConfig
 from membership._messages import Gossip, Graft, IHave, Prune
