@@ -43,6 +43,8 @@ _REPLAY_LIMITS = Limits(
     max_digest_bytes=1 << 27,
     max_delta_bytes=1 << 30,
 )
+MAX_DRIFT = 24 * 3600.0
+"""How far (seconds) a peer's stamps may run ahead of this replica's wall clock."""
 _COMPACT_MIN = 8 << 20
 """Compact once the log grew by this much and by its size after the last compaction."""
 _REPLAY_SLACK = 10_000
@@ -250,6 +252,7 @@ class Replica:
             RemoteError: ``delta`` is malformed or too large; nothing changed.
         """
         parsed = decode_delta(delta, self._limits)
+        self._check_stamps(parsed)
         with self._lock:
             self._check_open()
             record, keys = self._state.apply(parsed)
@@ -261,6 +264,28 @@ class Replica:
         if keys:
             self._notify(keys)
         return record is not None
+
+    def _check_stamps(self, delta: Delta) -> None:
+        """Refuse stamps too far ahead of our clock: merged, they would exhaust it.
+
+        A hybrid clock never goes backwards, so one stamp near 2**63 from a peer would leave
+        this replica unable to stamp a write again. A peer's clock may run ahead of ours, but
+        not by more than MAX_DRIFT.
+        """
+        top = max(
+            (
+                delta.clock,
+                *(reg.ts for _, reg in delta.regs),
+                *(entry.ts for entry in delta.ctrs),
+                *(hi for _, _, hi in delta.claims),
+            ),
+            default=0,
+        )
+        horizon = (int((self._clock() + MAX_DRIFT) * 1000) << 16) | 0xFFFF
+        if top > horizon:
+            raise RemoteError(
+                f"a stamp of the delta is more than {MAX_DRIFT:g} s ahead of this replica's clock"
+            )
 
     def local_version(self) -> int:
         """The stamp of this node's latest write (0 if none): grows with every local write."""

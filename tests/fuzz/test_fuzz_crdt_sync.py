@@ -17,6 +17,7 @@ import itertools
 import os
 import random
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -181,11 +182,6 @@ def test_durable_replica_replays_what_it_accepted(
             assert _snapshot(again)[:3] == before[:3]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug (reported, issue 7): a peer's delta may carry any stamp up to 2**63-1;"
-    " once merged, the hybrid clock cannot stamp a local write again",
-)
 def test_far_future_stamp_from_a_peer_leaves_local_writes_possible() -> None:
     from crdt._codec import encode_delta
     from crdt._types import MAX_INT, Delta, LWWRegister
@@ -195,5 +191,17 @@ def test_far_future_stamp_from_a_peer_leaves_local_writes_possible() -> None:
     delta = Delta(
         stamp, (("evil", 0, stamp),), (("members/evil", LWWRegister(stamp, "evil", b"x")),)
     )
-    replica.merge(encode_delta(delta))  # a valid delta: accepted
-    replica.set("apps/mine", b"still writable?")  # raises LocalError: the clock is exhausted
+    before = replica.digest()
+    with pytest.raises(RemoteError, match="ahead of this replica's clock"):
+        replica.merge(encode_delta(delta))
+    assert replica.digest() == before  # refused whole: nothing merged
+    replica.set("apps/mine", b"still writable")
+    assert replica.get("apps/mine") == b"still writable"
+    # A peer a little ahead (an hour) is accepted: clocks drift.
+    ahead = ((int(time.time()) + 3600) * 1000) << 16
+    replica.merge(
+        encode_delta(
+            Delta(ahead, (("fast", 0, ahead),), (("k", LWWRegister(ahead, "fast", b"v")),))
+        )
+    )
+    assert replica.get("k") == b"v"
