@@ -218,8 +218,12 @@ class Cluster:
             record = self._member_record()
             if record != written or time.time() - last >= HEARTBEAT:
                 data = json.dumps({**record, "updated": time.time()}, sort_keys=True).encode()
-                await asyncio.to_thread(self.node.replica.set, key, data)
-                written, last = record, time.time()
+                try:
+                    await asyncio.to_thread(self.node.replica.set, key, data)
+                except crdt.Error as exc:  # e.g. a failed fsync: try again at the next change
+                    log.error("cannot write this node's member record: %s", exc)
+                else:
+                    written, last = record, time.time()
             await asyncio.sleep(0.2)  # coalesce bursts of changes into one write
 
     def members(self) -> list[dict[str, Any]]:
