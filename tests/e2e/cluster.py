@@ -30,7 +30,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -474,3 +474,24 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 d.kill()
             d._join_reader()
+
+
+def whole_cluster(cluster: LocalCluster, request: Any, log_lines: int = 40) -> Iterator[None]:
+    """Body of a test's autouse fixture: every node up before it; logs after a failure.
+
+    Use as ``yield from whole_cluster(cluster, request)`` in a fixture of the test module.
+    """
+    down = [d for d in cluster.nodes if not d.running]
+    for d in down:
+        d.restart()
+    if down:
+        cluster.wait_members()
+    failed = request.session.testsfailed
+    yield
+    if request.session.testsfailed > failed:
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_sep("-", f"cluster after {request.node.name}")
+            reporter.write_line(cluster.describe())
+            reporter.write_sep("-", "last log lines of every node")
+            reporter.write_line(cluster.log_tails(log_lines))

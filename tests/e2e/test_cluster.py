@@ -18,7 +18,16 @@ from collections.abc import Iterator
 from http.client import HTTPConnection, HTTPException
 
 import pytest
-from cluster import CONVERGE_TIMEOUT, Daemon, LocalCluster, NodeError, http, poll, tagged_guest
+from cluster import (
+    CONVERGE_TIMEOUT,
+    Daemon,
+    LocalCluster,
+    NodeError,
+    http,
+    poll,
+    tagged_guest,
+    whole_cluster,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -42,20 +51,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 @pytest.fixture(autouse=True)
 def _whole_cluster(cluster: LocalCluster, request: pytest.FixtureRequest) -> Iterator[None]:
     """Every test starts with every node up; a failed one reports the nodes' logs."""
-    down = [d for d in cluster.nodes if not d.running]
-    for d in down:
-        d.restart()
-    if down:
-        cluster.wait_members()
-    failed = request.session.testsfailed
-    yield
-    if request.session.testsfailed > failed:
-        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_sep("-", f"cluster after {request.node.name}")
-            reporter.write_line(cluster.describe())
-            reporter.write_sep("-", "last log lines of every node")
-            reporter.write_line(cluster.log_tails())
+    yield from whole_cluster(cluster, request)
 
 
 def deploy_everywhere(cluster: LocalCluster, on: Daemon, app: str, wasm: bytes) -> int:

