@@ -35,7 +35,7 @@ from .hostfuncs import Host, ReplicaKV
 from .metrics import Metrics
 from .pool import AppPool, InstanceCap
 from .records import DEFAULT_CAPABILITIES, NAMESPACES, AppRecord
-from .registry import Registry, app_name, counter_key
+from .registry import Registry, app_name, counter_key, record_key
 from .scheduler import HostHandler, Scheduler
 from .storage import Storage, atomic_write
 
@@ -196,6 +196,10 @@ class Node:
                 changed = app_name(key)
                 if changed is not None:
                     self._supervise(changed)
+                    if key == record_key(changed):
+                        # A record whose counter bump never came (its writer died between
+                        # the two writes) must still be run: reconcile on the record too.
+                        self._spawn(self._reconcile_quietly(changed))
 
     def _supervise(self, name: str) -> None:
         if name not in self._supervised:
@@ -219,6 +223,9 @@ class Node:
                     break
                 backoff = min(backoff * 2, RETRY_MAX)
             await self.replica.read(key, at_least=seen + 1)
+
+    async def _reconcile_quietly(self, name: str) -> None:
+        await self._reconcile_once(name)
 
     def _app_lock(self, name: str) -> asyncio.Lock:
         lock = self._app_locks.get(name)

@@ -140,3 +140,29 @@ async def test_restart_serves_from_disk(tmp_path: Path, wat: Wat) -> None:
     async with Node(config) as node:
         assert node.running() == {"echo": 1}  # at once, before any supervisor ran
         assert [r.name for r in node.apps()] == ["echo"]
+
+
+async def test_a_record_whose_counter_bump_never_came_is_run(tmp_path: Path, wat: Wat) -> None:
+    """The writer died between the record and the counter: the others run the record anyway."""
+    async with (
+        Node(Config(data_dir=tmp_path / "a", name="a")) as a,
+        Node(Config(data_dir=tmp_path / "b", name="b")) as b,
+    ):
+        b.fetch_module = lambda r: _read(a, r)
+        await a.deploy("echo", wat("echo"))
+        sync(a, b)
+        await until(b, lambda: b.running() == {"echo": 1})
+        # As registry.deploy does, but stopping after the record: no counter bump.
+        sha = a.storage.put_blob(wat("host_echo"))
+        record = a.registry.get("echo")
+        assert record is not None
+        import dataclasses
+
+        from assemblexd.registry import record_key
+
+        newer = dataclasses.replace(record, sha256=sha, size=len(wat("host_echo")), version=2)
+        a.replica.set(record_key("echo"), newer.encode())
+        sync(a, b)
+        assert b.registry.version("echo") == 1  # the counter did not move
+        await until(b, lambda: b.running() == {"echo": 2})
+        assert await b.call("echo", "any", b"x") == b"x"  # host_echo answers any operation

@@ -343,24 +343,6 @@ def _all_know(nodes: list[Daemon], app: str, rec: tuple[int, str]) -> bool:
     return all(record(d, app) == rec for d in nodes)
 
 
-KNOWN_SPLIT_WRITE = (
-    "core bug (reported, issue 7): the deploying node was killed between the two writes of"
-    " Registry._write (the record, then the version counter); the others never act on a record"
-    " whose counter did not move, so only the restarted node runs it"
-)
-
-
-def _record_without_counter(cluster: LocalCluster, deployer: Daemon, app: str) -> bool:
-    """The state KNOWN_SPLIT_WRITE leaves: one record everywhere, run by the node that wrote
-    it (which reloaded it from disk at start) and by no other node."""
-    records = {record(d, app) for d in cluster.up}
-    if len(records) != 1 or None in records:
-        return False
-    ((version, _),) = records
-    others = [running(d, app) for d in cluster.up if d is not deployer]
-    return running(deployer, app) == version and all(v is not None and v < version for v in others)
-
-
 def blobs_are_whole(node: Daemon) -> None:
     """Every stored module is complete: its bytes hash to its name; no temp file is left."""
     for path in (node.data_dir / "blobs").iterdir():
@@ -434,12 +416,9 @@ def test_kill_during_deploy(cluster: LocalCluster) -> None:
             )
         victim.restart()
         cluster.wait_members()
-        try:
-            final = wait_converged(cluster, app, tags, f"trial {i}: one record everywhere")
-        except NodeError:
-            if victim_kind == "deployer" and _record_without_counter(cluster, victim, app):
-                pytest.xfail(KNOWN_SPLIT_WRITE)
-            raise
+        # A kill between the record and the counter write used to leave the record run by its
+        # writer only (the others woke on the counter alone); now every node runs it.
+        final = wait_converged(cluster, app, tags, f"trial {i}: one record everywhere")
         assert final is not None
         if acked:
             assert final == (answer["version"], answer["sha256"]), (answer, final)
