@@ -21,6 +21,7 @@ import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from membership_strategies import message_strategy
 
 from membership import MembershipError, Overlay, Peer, RemoteProtocolError
 from membership._codec import DEFAULT_MAX_FRAME, FrameDecoder, decode, encode, encode_frame
@@ -30,14 +31,11 @@ from membership._messages import (
     ForwardJoin,
     Gossip,
     Graft,
-    Hello,
     IHave,
     Join,
     Message,
     Neighbor,
     NeighborReply,
-    Ping,
-    Proof,
     Prune,
     Shuffle,
     ShuffleReply,
@@ -53,29 +51,10 @@ FUZZ = settings(
 
 texts = st.text(max_size=30)
 peers = st.builds(Peer, texts, texts)
-peer_lists = st.lists(peers, max_size=8).map(tuple)
-ids = st.integers(0, 2**64 - 1)
-rounds = st.integers(0, 0xFFFF)
 ttls = st.integers(0, 255)
 blobs = st.binary(max_size=64)
 
-messages: st.SearchStrategy[Message] = st.one_of(
-    st.just(Join()),
-    st.builds(ForwardJoin, peers, ttls),
-    st.builds(Neighbor, st.booleans()),
-    st.builds(NeighborReply, st.booleans()),
-    st.just(Disconnect()),
-    st.builds(Shuffle, peers, peer_lists, ttls),
-    st.builds(ShuffleReply, peer_lists),
-    st.builds(Gossip, ids, rounds, texts, blobs),
-    st.builds(IHave, st.lists(st.tuples(ids, rounds), max_size=6).map(tuple)),
-    st.builds(Graft, ids, rounds),
-    st.just(Prune()),
-    st.builds(Direct, blobs),
-    st.builds(Hello, peers, blobs, st.booleans(), rounds),
-    st.builds(Proof, blobs),
-    st.just(Ping()),
-)
+messages = message_strategy(text_size=30, list_size=8, blob_size=64, ihave_size=6)
 
 # Anything msgpack can carry, to reach the field checks behind a valid tag.
 msgpack_values = st.recursive(

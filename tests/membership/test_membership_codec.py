@@ -8,54 +8,19 @@ import contextlib
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from membership_strategies import message_strategy
 
 from membership import LocalProtocolError, RemoteProtocolError
 from membership._codec import FrameDecoder, decode, encode, encode_frame
 from membership._messages import (
-    Direct,
-    Disconnect,
-    ForwardJoin,
-    Gossip,
-    Graft,
-    Hello,
-    IHave,
-    Join,
     Message,
-    Neighbor,
-    NeighborReply,
     Peer,
-    Ping,
-    Proof,
-    Prune,
-    Shuffle,
-    ShuffleReply,
 )
 
 texts = st.text(max_size=40)
 peers = st.builds(Peer, texts, texts)
-peer_lists = st.lists(peers, max_size=12).map(tuple)
-ids = st.integers(0, 2**64 - 1)
-rounds = st.integers(0, 0xFFFF)
-ttls = st.integers(0, 255)
-blobs = st.binary(max_size=200)
 
-messages: st.SearchStrategy[Message] = st.one_of(
-    st.just(Join()),
-    st.builds(ForwardJoin, peers, ttls),
-    st.builds(Neighbor, st.booleans()),
-    st.builds(NeighborReply, st.booleans()),
-    st.just(Disconnect()),
-    st.builds(Shuffle, peers, peer_lists, ttls),
-    st.builds(ShuffleReply, peer_lists),
-    st.builds(Gossip, ids, rounds, texts, blobs),
-    st.builds(IHave, st.lists(st.tuples(ids, rounds), max_size=8).map(tuple)),
-    st.builds(Graft, ids, rounds),
-    st.just(Prune()),
-    st.builds(Direct, blobs),
-    st.builds(Hello, peers, blobs, st.booleans(), rounds),
-    st.builds(Proof, blobs),
-    st.just(Ping()),
-)
+messages = message_strategy(text_size=40, list_size=12, blob_size=200, ihave_size=8)
 
 
 @given(messages)
