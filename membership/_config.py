@@ -117,6 +117,14 @@ class NodeConfig:
     """Limit on dialling plus the handshake."""
     send_queue: int = 1_024
     """Frames queued for one link; a peer that lets more pile up is dropped as too slow."""
+    peer_rate: float = 5_000.0
+    """Frames per second read from one link, on average; faster senders are paced (the link
+    is not read until the rate allows, so TCP pushes back on the sender). 0: no limit."""
+    peer_burst: int = 1_000
+    """Frames one link may send at once above `peer_rate` before pacing starts."""
+    max_pending_direct: int = 256
+    """Direct messages from one peer a subscriber may leave unread; past it the peer's link
+    is not read until the subscriber catches up."""
     seed_backoff: float = 0.5
     """First wait before re-dialling a seed that did not answer (doubles, capped)."""
     seed_backoff_max: float = 30.0
@@ -128,4 +136,6 @@ class NodeConfig:
         _require(0 < self.keepalive_interval < self.keepalive_timeout, "0 < keepalive < timeout")
         _require(self.idle_timeout > 0 and self.connect_timeout > 0, "timeouts > 0")
         _require(self.send_queue >= 1, "send_queue >= 1")
+        _require(self.peer_rate >= 0 and self.peer_burst >= 1, "peer_rate >= 0, peer_burst >= 1")
+        _require(self.max_pending_direct >= 1, "max_pending_direct >= 1")
         _require(0 < self.seed_backoff <= self.seed_backoff_max, "0 < seed backoff <= max")

@@ -12,6 +12,12 @@ links of active peers are the failure detector: when the last link of an active 
 queue), the core hears `on_unreachable` and replaces it. Links to other peers (shuffle
 replies, refused NEIGHBOR requests) close after ``idle_timeout`` without a protocol message.
 
+Inbound limits. A link's reader spends a token per frame from a bucket of ``peer_burst``
+refilled at ``peer_rate`` per second and, with none left, waits before reading on; it also
+waits while a subscriber has ``max_pending_direct`` direct messages from that peer unread.
+Waiting is back-pressure, not loss: the frames stay in the sender's socket and send queue,
+and a sender that lets its queue overflow drops the link itself.
+
 Keepalive. A writer that has sent nothing for ``keepalive_interval`` sends a PING; a reader
 that has received nothing for ``keepalive_timeout`` closes its link. A crashed process's
 links reset at once; a silent host (or a stopped process) is detected within the timeout.
@@ -37,7 +43,7 @@ from ._auth import Handshake
 from ._codec import decode, encode
 from ._config import NodeConfig
 from ._errors import LocalProtocolError, MembershipError, RemoteProtocolError
-from ._messages import CoreMessage, Event, Gossip, Hello, Peer, Ping, Proof
+from ._messages import CoreMessage, Direct, Event, Gossip, Hello, Peer, Ping, Proof
 from ._overlay import Overlay
 from ._subscription import Subscription
 from ._transport import Channel, TcpTransport, Transport
@@ -51,11 +57,15 @@ _PING = encode(Ping())
 class _Link:
     """One authenticated channel to `peer`."""
 
-    def __init__(self, peer: Peer, channel: Channel, queue_size: int, now: float) -> None:
+    def __init__(
+        self, peer: Peer, channel: Channel, queue_size: int, burst: int, now: float
+    ) -> None:
         self.peer = peer
         self.channel = channel
         self.queue: asyncio.Queue[bytes] = asyncio.Queue(queue_size)
         self.last_protocol = now  # last core message sent or received
+        self.tokens = float(burst)  # the reader's token bucket (NodeConfig.peer_rate)
+        self.refilled = now
 
 
 class Node:
@@ -85,6 +95,7 @@ class Node:
         self._links: dict[Peer, list[_Link]] = {}
         self._dialing: dict[Peer, list[bytes]] = {}
         self._subscriptions: list[Subscription] = []
+        self._drained = asyncio.Event()  # a subscriber read a direct message
         self._tasks: set[asyncio.Task[None]] = set()
         self._group: asyncio.TaskGroup | None = None
         self._stack = contextlib.AsyncExitStack()
@@ -93,6 +104,8 @@ class Node:
         self._closing = False
         self._me: Peer | None = None
         self._refused = 0
+        self._paced = 0  # times a link was read slower for its peer_rate
+        self._held = 0  # times a link was not read for a subscriber's backlog
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -178,7 +191,7 @@ class Node:
         Iterate it with ``async for``; it ends when the node stops. Each subscription has its
         own unbounded queue: read it, or `close()` it.
         """
-        subscription = Subscription(self._subscriptions.remove)
+        subscription = Subscription(self._subscriptions.remove, self._drained.set)
         self._subscriptions.append(subscription)
         return subscription
 
@@ -205,6 +218,8 @@ class Node:
             "pending": peers(core.membership.pending),
             "links": sum(len(links) for links in self._links.values()),
             "refused": self._refused,
+            "paced": self._paced,
+            "held": self._held,
         }
 
     def join(self, address: str) -> None:
@@ -362,7 +377,8 @@ class Node:
 
     async def _run_link(self, peer: Peer, channel: Channel, *, contact: bool = False) -> None:
         """Register a link, run its reader here and its writer in a task, then clean up."""
-        link = _Link(peer, channel, self.config.send_queue, self._now())
+        cfg = self.config
+        link = _Link(peer, channel, cfg.send_queue, cfg.peer_burst, self._now())
         self._links.setdefault(peer, []).append(link)
         for frame in self._dialing.pop(peer, []):
             link.queue.put_nowait(frame)
@@ -406,6 +422,9 @@ class Node:
                 message: CoreMessage = msg
                 core.on_message(link.peer, message, now)
                 self._flush()
+                await self._pace(link, now)
+                if isinstance(msg, Direct):
+                    await self._room_for(link.peer)
         except TimeoutError:
             return "keepalive timeout"
         except RemoteProtocolError as exc:
@@ -413,6 +432,33 @@ class Node:
             return str(exc)
         except MembershipError as exc:
             return str(exc)
+
+    async def _pace(self, link: _Link, now: float) -> None:
+        """Spend a token of the link's bucket; wait for one when there is none left."""
+        rate = self.config.peer_rate
+        if not rate:
+            return
+        link.tokens = min(self.config.peer_burst, link.tokens + (now - link.refilled) * rate) - 1
+        link.refilled = now
+        if link.tokens < 0:
+            self._paced += 1
+            await asyncio.sleep(-link.tokens / rate)
+
+    async def _room_for(self, peer: Peer) -> None:
+        """Wait until no subscriber has `max_pending_direct` unread messages from `peer`."""
+        limit = self.config.max_pending_direct
+
+        def full() -> bool:
+            return any(s.direct_pending(peer) >= limit for s in self._subscriptions)
+
+        if not full():
+            return
+        self._held += 1
+        while True:
+            self._drained.clear()  # before the check: a read in between sets it again
+            if not full():
+                return
+            await self._drained.wait()
 
     async def _writer(self, link: _Link) -> None:
         cfg = self.config

@@ -12,16 +12,18 @@ from membership_cluster import closed_by_peer, cluster, raw_handshake
 from membership import (
     BroadcastReceived,
     DirectReceived,
+    Event,
     LocalProtocolError,
     MembershipError,
     MemoryTransport,
     NeighborDown,
     NeighborUp,
     NotNeighborError,
+    Subscription,
     TcpTransport,
 )
 from membership._codec import encode
-from membership._messages import Neighbor
+from membership._messages import Direct, Neighbor
 
 KINDS = ["memory", "tcp"]
 ALL_KINDS = [*KINDS, "websocket"]  # the daemon may carry the peer protocol on its HTTP port
@@ -238,3 +240,70 @@ async def test_a_node_served_by_an_aiohttp_app_of_its_own(unused_tcp_port: int) 
                 )
         finally:
             await runner.cleanup()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_fast_peer_is_paced_to_the_rate_and_loses_nothing(kind: str) -> None:
+    async with cluster(kind) as c:
+        a = await c.start("a", peer_rate=1000.0, peer_burst=100)
+        events = a.events()
+        channel, _ = await raw_handshake(c.transport, a.me.address, "fast", None)
+        await channel.send(encode(Neighbor(high_priority=True)))
+        frames = 1100
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for i in range(frames):
+            await channel.send(encode(Direct(b"%d" % i)))
+        got = []
+        async with asyncio.timeout(20):
+            async for event in events:
+                if isinstance(event, DirectReceived):
+                    got.append(event.payload)
+                    if len(got) == frames:
+                        break
+        elapsed = loop.time() - start
+        assert got == [b"%d" % i for i in range(frames)]
+        # 100 frames of burst, then 1000 at 1000/s: at least a second (a lower bound only).
+        assert elapsed >= 0.95, elapsed
+        assert a.status()["paced"] > 0
+        await channel.aclose()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_peer_is_not_read_past_a_subscriber_backlog(kind: str) -> None:
+    async with cluster(kind) as c:
+        limit = 16
+        a = await c.start("a", max_pending_direct=limit)
+        slow = a.events()  # never read until the end
+        channel, _ = await raw_handshake(c.transport, a.me.address, "eager", None)
+        await channel.send(encode(Neighbor(high_priority=True)))
+        frames = 500
+
+        async def flood() -> None:
+            for i in range(frames):
+                await channel.send(encode(Direct(b"%d" % i)))
+
+        sender = asyncio.create_task(flood())
+        await c.wait_until(lambda: a.status()["held"] > 0, limit=10)
+        await asyncio.sleep(0.3)  # time enough to read on, if the node did
+        direct = [e for e in _queued(slow) if isinstance(e, DirectReceived)]
+        assert len(direct) == limit
+        # Reading the backlog lets the link be read again: every message arrives, in order.
+        got = [e.payload for e in direct]
+        async with asyncio.timeout(20):
+            async for event in slow:
+                if isinstance(event, DirectReceived):
+                    got.append(event.payload)
+                    if len(got) == frames:
+                        break
+        assert got == [b"%d" % i for i in range(frames)]
+        await sender
+        await channel.aclose()
+
+
+def _queued(subscription: Subscription) -> list[Event]:
+    """Take every event queued in `subscription` now, without waiting."""
+    out = []
+    while (event := subscription.pop_nowait()) is not None:
+        out.append(event)
+    return out
