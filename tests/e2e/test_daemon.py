@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import os
 import queue
+import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -269,4 +271,69 @@ def test_a_client_that_goes_away_cancels_its_call(
             break
         time.sleep(0.05)
     assert live == 0
+    assert daemon.stop() == 0
+
+
+def test_pipelined_requests_on_one_connection_are_bounded(
+    tmp_path: Path, wat: Callable[[str], bytes], start_daemon: Callable[..., Daemon]
+) -> None:
+    """A client that pipelines requests faster than they are served gets back-pressure.
+
+    The first request sleeps 3 s in the host; behind it the client keeps writing padded
+    requests. The daemon parses a bounded number (aiohttp's per-connection queue, 32) and then
+    stops reading the socket, so the client's writes block after a few hundred KB of kernel
+    buffers instead of the daemon buffering everything it is sent. Every complete request is
+    then answered, in order.
+    """
+    daemon = start_daemon(tmp_path / "data")
+    daemon.wait_listening()
+    status, _ = http(
+        "POST",
+        f"{daemon.url}/deploy?name=sleep",
+        wat("host_sleep"),
+        {"Content-Type": "application/wasm"},
+    )
+    assert status == 201
+    pad = "x" * 4000
+    sleep = b"POST /call/sleep/main HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\n3000"
+    echo = (
+        f"POST /call/sleep/main HTTP/1.1\r\nHost: t\r\nX-Pad: {pad}\r\nContent-Length: 1\r\n\r\n1"
+    ).encode()
+    limit = 8 * 1024 * 1024  # far above the buffers of a paused reader, far below no bound
+    with socket.create_connection(("127.0.0.1", daemon.port)) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+        sock.sendall(sleep)
+        sock.setblocking(False)
+        sent = 0
+        stalled = False
+        deadline = time.monotonic() + 2.5  # inside the 3 s sleep: nothing has been answered
+        while sent < limit and time.monotonic() < deadline:
+            try:
+                # A short send leaves the rest of a request for the next one: the stream
+                # stays whole requests back to back.
+                sent += sock.send(echo[sent % len(echo) :])
+            except BlockingIOError:
+                _, writable, _ = select.select([], [sock], [], 1.0)
+                if not writable:
+                    stalled = True
+                    break
+        assert stalled, f"the daemon kept reading: {sent} bytes of requests went in"
+        assert sent < limit
+        sock.setblocking(True)
+        sock.settimeout(CLI_TIMEOUT)
+        # Finish a request cut short by the last send, then read every answer.
+        rest = -sent % len(echo)
+        if rest:
+            sock.sendall(echo[-rest:])
+        expected = 1 + (sent + rest) // len(echo)
+        data = b""
+        while data.count(b"HTTP/1.1 ") < expected or not data.endswith(b"1"):
+            chunk = sock.recv(1 << 16)
+            assert chunk, f"connection closed after {data.count(b'HTTP/1.1 ')} answers"
+            data += chunk
+    answers = data.split(b"HTTP/1.1 ")[1:]
+    assert len(answers) == expected
+    assert all(a.startswith(b"200 ") for a in answers)
+    assert answers[0].endswith(b"3000")
+    assert all(a.endswith(b"\r\n1") for a in answers[1:])
     assert daemon.stop() == 0
