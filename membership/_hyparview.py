@@ -64,6 +64,7 @@ from ._messages import (
     Shuffle,
     ShuffleReply,
 )
+from ._outputs import Outputs
 
 __all__ = ["HyParView", "NeighborObserver"]
 
@@ -92,7 +93,7 @@ class NeighborObserver(Protocol):
     def neighbor_down(self, peer: Peer) -> None: ...
 
 
-class HyParView:
+class HyParView(Outputs):
     """The membership state machine of node `me`.
 
     Inputs: `join`, `add_contact`, `on_message`, `on_unreachable`, `tick`. Outputs: messages in
@@ -125,22 +126,9 @@ class HyParView:
         self._next_shuffle = now + rng.random() * config.shuffle_interval
         self._last_sample: tuple[Peer, ...] = ()
         self._observer = observer
-        self._outbox: list[tuple[Peer, CoreMessage]] = [] if outbox is None else outbox
-        self._events: list[Event] = [] if events is None else events
+        super().__init__(outbox, events)
 
-    # --- outputs -------------------------------------------------------------------------
-
-    def take_outbox(self) -> list[tuple[Peer, CoreMessage]]:
-        """Messages to send, oldest first; the core forgets them."""
-        out = self._outbox[:]
-        self._outbox.clear()
-        return out
-
-    def take_events(self) -> list[Event]:
-        """Neighbour events since the last call, oldest first."""
-        out = self._events[:]
-        self._events.clear()
-        return out
+    # --- outputs (take_outbox, take_events: `Outputs`) -----------------------------------
 
     def next_deadline(self) -> float:
         """The earliest time at which `tick` has something to do."""

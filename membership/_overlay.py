@@ -24,7 +24,6 @@ from ._messages import (
     Direct,
     DirectReceived,
     Disconnect,
-    Event,
     ForwardJoin,
     Gossip,
     Graft,
@@ -37,6 +36,7 @@ from ._messages import (
     Shuffle,
     ShuffleReply,
 )
+from ._outputs import Outputs
 from ._plumtree import Plumtree
 
 __all__ = ["Overlay"]
@@ -45,7 +45,7 @@ _MEMBERSHIP = (Join, ForwardJoin, Neighbor, NeighborReply, Disconnect, Shuffle, 
 _BROADCAST = (Gossip, IHave, Graft, Prune)
 
 
-class Overlay:
+class Overlay(Outputs):
     """One node's protocol state: membership, broadcast and direct messages.
 
     Args:
@@ -66,8 +66,7 @@ class Overlay:
         plumtree: PlumtreeConfig | None = None,
     ) -> None:
         self.me = me
-        self._outbox: list[tuple[Peer, CoreMessage]] = []
-        self._events: list[Event] = []
+        super().__init__()
         self.broadcaster = Plumtree(
             me, plumtree or PlumtreeConfig(), rng, outbox=self._outbox, events=self._events
         )
@@ -152,16 +151,4 @@ class Overlay:
             deadline = mine if deadline is None else min(deadline, mine)
         return deadline
 
-    # --- outputs -------------------------------------------------------------------------
-
-    def take_outbox(self) -> list[tuple[Peer, CoreMessage]]:
-        """Messages to send, as ``(destination, message)``, oldest first."""
-        out = self._outbox[:]
-        self._outbox.clear()
-        return out
-
-    def take_events(self) -> list[Event]:
-        """Events for the user, oldest first."""
-        out = self._events[:]
-        self._events.clear()
-        return out
+    # --- outputs (take_outbox, take_events: `Outputs`) -----------------------------------

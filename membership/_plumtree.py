@@ -31,11 +31,12 @@ import random
 
 from ._config import PlumtreeConfig
 from ._messages import BroadcastReceived, CoreMessage, Event, Gossip, Graft, IHave, Peer, Prune
+from ._outputs import Outputs
 
 __all__ = ["Plumtree"]
 
 
-class Plumtree:
+class Plumtree(Outputs):
     """The broadcast state machine of node `me`.
 
     Inputs: `broadcast`, `on_message`, `neighbor_up`, `neighbor_down`, `tick`. Outputs:
@@ -60,22 +61,9 @@ class Plumtree:
         self._cache: dict[int, tuple[Gossip, float]] = {}  # id -> (message, expiry)
         self._missing: dict[int, list[tuple[Peer, int]]] = {}  # id -> announcers
         self._timers: list[tuple[float, int]] = []  # (deadline, id), stale entries skipped
-        self._outbox: list[tuple[Peer, CoreMessage]] = [] if outbox is None else outbox
-        self._events: list[Event] = [] if events is None else events
+        super().__init__(outbox, events)
 
-    # --- outputs -------------------------------------------------------------------------
-
-    def take_outbox(self) -> list[tuple[Peer, CoreMessage]]:
-        """Messages to send, oldest first; the core forgets them."""
-        out = self._outbox[:]
-        self._outbox.clear()
-        return out
-
-    def take_events(self) -> list[Event]:
-        """Deliveries since the last call, oldest first."""
-        out = self._events[:]
-        self._events.clear()
-        return out
+    # --- outputs (take_outbox, take_events: `Outputs`) -----------------------------------
 
     def next_deadline(self) -> float | None:
         """When a graft timer fires, or None when no message is missing."""
