@@ -249,15 +249,7 @@ def test_port_in_use_exits_nonzero(tmp_path: Path, start_daemon: Callable[..., D
 def test_a_client_that_goes_away_cancels_its_call(
     tmp_path: Path, wat: Callable[[str], bytes], start_daemon: Callable[..., Daemon]
 ) -> None:
-    daemon = start_daemon(tmp_path / "data")
-    daemon.wait_listening()
-    status, _ = http(
-        "POST",
-        f"{daemon.url}/deploy?name=sleep",
-        wat("host_sleep"),
-        {"Content-Type": "application/wasm"},
-    )
-    assert status == 201
+    daemon = _daemon_with_sleep(tmp_path, wat, start_daemon)
     req = urllib.request.Request(f"{daemon.url}/call/sleep/main", data=b"20000", method="POST")
     with pytest.raises((TimeoutError, urllib.error.URLError)):
         urllib.request.urlopen(req, timeout=0.5)
@@ -285,15 +277,7 @@ def test_pipelined_requests_on_one_connection_are_bounded(
     buffers instead of the daemon buffering everything it is sent. Every complete request is
     then answered, in order.
     """
-    daemon = start_daemon(tmp_path / "data")
-    daemon.wait_listening()
-    status, _ = http(
-        "POST",
-        f"{daemon.url}/deploy?name=sleep",
-        wat("host_sleep"),
-        {"Content-Type": "application/wasm"},
-    )
-    assert status == 201
+    daemon = _daemon_with_sleep(tmp_path, wat, start_daemon)
     pad = "x" * 4000
     sleep = b"POST /call/sleep/main HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\n3000"
     echo = (
@@ -337,3 +321,20 @@ def test_pipelined_requests_on_one_connection_are_bounded(
     assert answers[0].endswith(b"3000")
     assert all(a.endswith(b"\r\n1") for a in answers[1:])
     assert daemon.stop() == 0
+
+
+def _daemon_with_sleep(
+    tmp_path: Path, wat: Callable[[str], bytes], start_daemon: Callable[..., Daemon]
+) -> Daemon:
+    """A daemon running guests/wat/host_sleep.wat as ``sleep`` (``main`` sleeps its payload,
+    in ms, in the host)."""
+    daemon = start_daemon(tmp_path / "data")
+    daemon.wait_listening()
+    status, _ = http(
+        "POST",
+        f"{daemon.url}/deploy?name=sleep",
+        wat("host_sleep"),
+        {"Content-Type": "application/wasm"},
+    )
+    assert status == 201
+    return daemon
