@@ -3,7 +3,8 @@
 Layout under the data dir::
 
     blobs/<sha256>        module bytes, content-addressed (never rewritten once there)
-    compiled/             wasmtime's serialized modules, owned by the runtime
+    compiled/<sha256>-wasmtime<version>.cwasm
+                          wasmtime's serialized modules, one per module and wasmtime version
     replica.log           the replicated store (``crdt.Replica``): app records, kv, members
     node_id               this node's id in the cluster, for life
 
@@ -13,25 +14,40 @@ one, never a torn one. Leftover temp files (``.tmp-*``) from a crash are removed
 
 The methods are synchronous: each is a few small writes, and the daemon owns one process per
 data dir, so there is no cross-process locking.
+
+Garbage collection (:meth:`Storage.collect`): a blob no record references is removed once its
+file is older than a grace period, and with it its compiled modules; compiled modules of
+another wasmtime version go at once. The file's mtime is the blob's "last used" time:
+:meth:`Storage.put_blob` and :meth:`Storage.load_blob` refresh it, and that refresh and the
+collector's check-then-unlink of one blob hold the same lock. So a blob that is stored or
+loaded while a collection runs is either refreshed before the collector looks at it (young:
+kept) or removed before it is used (``put_blob`` writes it again; ``load_blob`` raises
+NotFound and the node fetches it from a peer), never removed within the grace period after a
+use that succeeded. The grace period covers a deploy or fetch between storing its blob and
+writing (or receiving) the record that names it; a grace of 0 gives up that cover (tests).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
 import re
 import tempfile
+import threading
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 from .errors import NotFound
 
-__all__ = ["Storage", "atomic_write"]
+__all__ = ["Collected", "Storage", "atomic_write"]
 
 log = logging.getLogger(__name__)
 
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_COMPILED_RE = re.compile(r"([0-9a-f]{64})-wasmtime(.+)\.cwasm")
 _TMP_PREFIX = ".tmp-"
 # Bytes kept as themselves in app file names. Upper case is escaped too, so two names that
 # differ only in case never share a file on a case-insensitive file system.
@@ -63,6 +79,24 @@ def atomic_write(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+@dataclasses.dataclass(frozen=True)
+class Collected:
+    """What one garbage collection removed, and what it left on disk."""
+
+    blobs_removed: int = 0
+    blob_bytes_removed: int = 0
+    compiled_removed: int = 0
+    compiled_bytes_removed: int = 0
+    blob_bytes: int = 0
+    """Bytes of the blobs left."""
+    compiled_bytes: int = 0
+    """Bytes of the compiled modules left."""
+
+    @property
+    def removed(self) -> bool:
+        return bool(self.blobs_removed or self.compiled_removed)
+
+
 class Storage:
     """Blobs and the compiled-module cache under one data dir.
 
@@ -79,20 +113,34 @@ class Storage:
         for tmp in self.blobs_dir.glob(_TMP_PREFIX + "*"):
             with contextlib.suppress(OSError):
                 tmp.unlink()
+        # Held by a blob's refresh (put_blob, load_blob) and by the collector's check and
+        # unlink of one blob, never across more than one blob: see the module docstring.
+        self._lock = threading.Lock()
 
     @property
     def compiled_dir(self) -> Path:
         """Directory of the runtime's compiled-module cache."""
         return self._compiled_dir
 
+    def compiled_path(self, sha256: str, runtime: str) -> Path:
+        """Where the module ``sha256`` compiled by wasmtime ``runtime`` is cached."""
+        return self._compiled_dir / f"{sha256}-wasmtime{runtime}.cwasm"
+
     # -- blobs --------------------------------------------------------------------------------
 
     def put_blob(self, data: bytes) -> str:
-        """Store module bytes and return their sha256 (hex); a no-op if they are stored."""
+        """Store module bytes and return their sha256 (hex).
+
+        Bytes already stored are not written again, but their file's mtime is refreshed: a
+        redeploy of old bytes makes the blob young for the collector.
+        """
         sha = hashlib.sha256(data).hexdigest()
         path = self.blobs_dir / sha
-        if not path.exists():
-            atomic_write(path, data)
+        with self._lock:
+            try:
+                os.utime(path)
+            except FileNotFoundError:
+                atomic_write(path, data)
         return sha
 
     def blob_path(self, sha256: str) -> Path | None:
@@ -105,6 +153,20 @@ class Storage:
     def has_blob(self, sha256: str) -> bool:
         return self.blob_path(sha256) is not None
 
+    def load_blob(self, sha256: str) -> bytes:
+        """Bytes of a stored blob about to be run: as ``read_blob``, and the blob's mtime is
+        refreshed first, so the collector keeps it for another grace period. Raises NotFound.
+        """
+        path = self.blob_path(sha256)
+        if path is None:
+            raise NotFound(f"no blob {sha256!r}")
+        with self._lock:
+            try:
+                os.utime(path)
+            except FileNotFoundError:
+                raise NotFound(f"no blob {sha256!r}") from None
+        return self.read_blob(sha256)
+
     def read_blob(self, sha256: str) -> bytes:
         """Bytes of a stored blob. Raises NotFound."""
         path = self.blob_path(sha256)
@@ -114,3 +176,81 @@ class Storage:
             return path.read_bytes()
         except FileNotFoundError:
             raise NotFound(f"no blob {sha256!r}") from None
+
+    # -- garbage collection -------------------------------------------------------------------
+
+    def collect(self, referenced: Collection[str], *, older_than: float, runtime: str) -> Collected:
+        """Remove the blobs nobody needs and the compiled modules nobody can use.
+
+        Args:
+            referenced: sha256 of every module still needed; these are never removed.
+            older_than: Unix time; an unreferenced blob goes only if its mtime is before it.
+            runtime: the running wasmtime version; compiled modules of another are removed.
+
+        A compiled module of this version goes when its blob is neither referenced nor on
+        disk any more and the file too is older than ``older_than`` (a deploy compiles before
+        it stores the blob). Temp files and names this layout does not make are left alone.
+        Raises OSError if a directory cannot be listed; a file that cannot be removed is
+        logged and kept.
+        """
+        blobs_removed = blob_bytes_removed = blob_bytes = 0
+        kept: set[str] = set()
+        for entry in _scan(self.blobs_dir):
+            sha = entry.name
+            if not _SHA256_RE.fullmatch(sha):
+                continue
+            with self._lock:
+                try:
+                    st = os.stat(entry.path)
+                    if sha in referenced or st.st_mtime >= older_than:
+                        kept.add(sha)
+                        blob_bytes += st.st_size
+                        continue
+                    os.unlink(entry.path)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    log.warning("cannot remove blob %s: %s", sha, exc)
+                    kept.add(sha)
+                    continue
+            blobs_removed += 1
+            blob_bytes_removed += st.st_size
+        compiled_removed = compiled_bytes_removed = compiled_bytes = 0
+        for entry in _scan(self._compiled_dir):
+            match = _COMPILED_RE.fullmatch(entry.name)
+            if match is None:
+                continue
+            sha, version = match.groups()
+            try:
+                st = entry.stat()
+                stale = version != runtime
+                orphan = sha not in referenced and sha not in kept and st.st_mtime < older_than
+                if not (stale or orphan):
+                    compiled_bytes += st.st_size
+                    continue
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.warning("cannot remove compiled module %s: %s", entry.name, exc)
+                continue
+            compiled_removed += 1
+            compiled_bytes_removed += st.st_size
+        return Collected(
+            blobs_removed=blobs_removed,
+            blob_bytes_removed=blob_bytes_removed,
+            compiled_removed=compiled_removed,
+            compiled_bytes_removed=compiled_bytes_removed,
+            blob_bytes=blob_bytes,
+            compiled_bytes=compiled_bytes,
+        )
+
+
+def _scan(directory: Path) -> Iterator[os.DirEntry[str]]:
+    """The regular files of ``directory`` (a snapshot: the directory may change meanwhile)."""
+    with os.scandir(directory) as it:
+        entries = list(it)
+    for entry in entries:
+        with contextlib.suppress(OSError):
+            if entry.is_file(follow_symlinks=False):
+                yield entry

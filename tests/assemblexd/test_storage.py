@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 from pathlib import Path
 
 import pytest
 
 from assemblexd.errors import NotFound
 from assemblexd.records import AppRecord
-from assemblexd.storage import Storage
+from assemblexd.storage import Collected, Storage
 
 
 def record(name: str = "echo", version: int = 1, sha: str = "ab" * 32) -> AppRecord:
@@ -85,3 +87,76 @@ def test_record_round_trip_with_history() -> None:
     )
     assert AppRecord.decode(new.encode()) == new
     assert "history" not in new.to_json(history=False)
+
+
+HOUR = 3600.0
+
+
+def _age(path: Path, seconds: float = 2 * HOUR) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_put_blob_refreshes_a_stored_blobs_mtime(tmp_path: Path) -> None:
+    storage = Storage(tmp_path)
+    sha = storage.put_blob(b"module")
+    path = tmp_path / "blobs" / sha
+    _age(path)
+    assert storage.put_blob(b"module") == sha
+    assert path.stat().st_mtime > time.time() - 60
+    assert path.read_bytes() == b"module"
+
+
+def test_load_blob_refreshes_the_mtime(tmp_path: Path) -> None:
+    storage = Storage(tmp_path)
+    sha = storage.put_blob(b"module")
+    path = tmp_path / "blobs" / sha
+    _age(path)
+    assert storage.read_blob(sha) == b"module"
+    assert path.stat().st_mtime < time.time() - HOUR  # reading for a peer is no use
+    assert storage.load_blob(sha) == b"module"
+    assert path.stat().st_mtime > time.time() - 60
+    with pytest.raises(NotFound):
+        storage.load_blob("0" * 64)
+    with pytest.raises(NotFound):
+        storage.load_blob("../x")
+
+
+def test_collect(tmp_path: Path) -> None:
+    storage = Storage(tmp_path)
+    blobs, compiled = tmp_path / "blobs", storage.compiled_dir
+    used = storage.put_blob(b"used by a record")
+    unused = storage.put_blob(b"unused and old")
+    young = storage.put_blob(b"unused but young")
+    missing = "0" * 64  # referenced, never fetched here
+    deploying = "1" * 64  # compiled, its blob not stored yet (a deploy in flight)
+    orphan = "2" * 64  # compiled, its blob collected by an earlier run
+    for sha in (used, unused, young, missing, deploying, orphan):
+        storage.compiled_path(sha, "50.0.0").write_bytes(b"c" * 10)
+    storage.compiled_path(used, "49.0.0").write_bytes(b"c" * 7)  # before an upgrade
+    (blobs / "notes").write_bytes(b"not ours")
+    (compiled / ".tmp-x").write_bytes(b"a crash's leftover")
+    for d in (blobs, compiled):
+        for p in d.iterdir():
+            _age(p)
+    for p in (blobs / young, storage.compiled_path(young, "50.0.0")):
+        os.utime(p)
+    os.utime(storage.compiled_path(deploying, "50.0.0"))
+
+    result = storage.collect({used, missing}, older_than=time.time() - HOUR, runtime="50.0.0")
+
+    assert {p.name for p in blobs.iterdir()} == {used, young, "notes"}
+    assert {p.name for p in compiled.iterdir()} == {
+        storage.compiled_path(sha, "50.0.0").name for sha in (used, young, missing, deploying)
+    } | {".tmp-x"}
+    assert result == Collected(
+        blobs_removed=1,
+        blob_bytes_removed=len(b"unused and old"),
+        compiled_removed=3,
+        compiled_bytes_removed=10 + 10 + 7,
+        blob_bytes=len(b"used by a record") + len(b"unused but young"),
+        compiled_bytes=4 * 10,
+    )
+    assert result.removed
+    again = storage.collect({used, missing}, older_than=time.time() - HOUR, runtime="50.0.0")
+    assert not again.removed
