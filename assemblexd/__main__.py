@@ -63,6 +63,17 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _seconds(text: str) -> float:
+    """A number of seconds, 0 included."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive number of seconds: {text}")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -235,6 +246,22 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         help="apps a deploy may create in the cluster (default: %(default)s)",
     )
     run.add_argument(
+        "--gc-interval",
+        type=_seconds,
+        default=_DEFAULTS.gc_interval,
+        metavar="S",
+        help="seconds between collections of module blobs no app record references; 0 turns"
+        " the collector off (default: %(default)s)",
+    )
+    run.add_argument(
+        "--gc-grace",
+        type=_seconds,
+        default=_DEFAULTS.gc_grace,
+        metavar="S",
+        help="seconds an unreferenced blob is kept after it was last stored or loaded"
+        " (default: %(default)s)",
+    )
+    run.add_argument(
         "--log-format",
         choices=FORMATS,
         default=_DEFAULTS.log_format,
@@ -320,6 +347,8 @@ def config_from_args(ns: argparse.Namespace, environ: Mapping[str, str] | None =
         max_upload_mib=ns.max_upload,
         max_payload_mib=ns.max_payload,
         max_apps=ns.max_apps,
+        gc_interval=ns.gc_interval,
+        gc_grace=ns.gc_grace,
         log_format=ns.log_format,
     )
 

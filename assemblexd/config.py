@@ -60,6 +60,11 @@ class Config:
     """Preemption tick: a running guest yields to the scheduler at every tick."""
     cpu_workers: int = 0
     """Threads that run CPU-bound guest slices; 0 means one per core."""
+    gc_interval: float = 600.0
+    """Seconds between collections of unreferenced module blobs; 0 turns the collector off."""
+    gc_grace: float = 3600.0
+    """Seconds an unreferenced blob is kept after it was last stored or loaded (a deploy or
+    fetch may be writing the record that names it)."""
     log_format: str = "text"
     """``text`` or ``json`` (one object per line) on stderr."""
 

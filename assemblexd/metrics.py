@@ -39,6 +39,24 @@ class Metrics:
         self.compile_cache = Counter(
             "assemblex_compile_cache", "Compiled-module cache lookups", ["result"], registry=r
         )
+        self.gc_removed = Counter(
+            "assemblex_gc_removed",
+            "Files removed by the garbage collector, by kind (blob, compiled)",
+            ["kind"],
+            registry=r,
+        )
+        self.gc_removed_bytes = Counter(
+            "assemblex_gc_removed_bytes",
+            "Bytes of the files removed by the garbage collector, by kind (blob, compiled)",
+            ["kind"],
+            registry=r,
+        )
+        self.stored_bytes = Gauge(
+            "assemblex_stored_bytes",
+            "Bytes of modules on disk at the last garbage collection, by kind (blob, compiled)",
+            ["kind"],
+            registry=r,
+        )
         self.reloads = Counter(
             "assemblex_reloads", "App versions this node started running", ["app"], registry=r
         )

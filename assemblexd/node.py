@@ -2,6 +2,9 @@
 
 The HTTP API and the CLI talk to a :class:`Node` only. A node on its own (this module) keeps its
 apps on disk and serves them; the cluster layer will feed it records from the replicated store.
+
+Module blobs no record needs any more are garbage-collected by a periodic task of the node
+(``--gc-interval``, ``--gc-grace``): see :meth:`Node.collect_garbage` and ``storage.py``.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from .pool import AppPool, InstanceCap
 from .records import DEFAULT_CAPABILITIES, NAMESPACES, AppRecord
 from .registry import Registry, app_name, counter_key, record_key
 from .scheduler import HostHandler, Scheduler
-from .storage import Storage, atomic_write
+from .storage import Collected, Storage, atomic_write
 
 __all__ = ["Node"]
 
@@ -47,6 +50,9 @@ guest_log = logging.getLogger("assemblexd.guest")
 RETRY_FIRST = 0.5
 RETRY_MAX = 30.0
 """A supervisor that cannot get a module retries after 0.5 s, doubling up to 30 s."""
+
+GC_FIRST_DELAY = 10.0
+"""The first garbage collection runs this long after start (or after --gc-interval if shorter)."""
 
 
 class ClusterView(Protocol):
@@ -101,6 +107,8 @@ class Node:
         """Set by the cluster layer: the views and members /status shows."""
         self.on_apps_changed: list[Callable[[], None]] = []
         """Called after this node starts running another version of an app, or stops one."""
+        self.on_collected: list[Callable[[Collected], None]] = []
+        """Called after each garbage collection, with what it did."""
         self._apps: dict[str, LoadedApp] = {}
         self._deploy_lock = asyncio.Lock()
         self._app_locks: dict[str, asyncio.Lock] = {}
@@ -142,6 +150,8 @@ class Node:
             await self._reconcile_once(name)
         self._group = await self._stack.enter_async_context(asyncio.TaskGroup())
         self._spawn(self._watch())
+        if self.config.gc_interval > 0:
+            self._spawn(self._collector())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -266,17 +276,24 @@ class Node:
         loaded = self._apps.get(record.name)
         if loaded is not None and loaded.record.sha256 == record.sha256:
             return loaded.pool.compiled
-        if self.storage.has_blob(record.sha256):
-            wasm = await asyncio.to_thread(self.storage.read_blob, record.sha256)
-        elif self.fetch_module is not None:
-            wasm = await self.fetch_module(record)
-            if hashlib.sha256(wasm).hexdigest() != record.sha256:
-                raise FetchError(f"module fetched for {record.name} does not match its sha256")
-            await asyncio.to_thread(self.storage.put_blob, wasm)
-            self.metrics.blob_fetches.inc()
-        else:
-            raise FetchError(f"module {record.sha256[:12]} is not on this node")
+        try:
+            # Refreshes the blob's mtime: a collection that read the references before this
+            # record came finds the blob young and keeps it.
+            wasm = await asyncio.to_thread(self.storage.load_blob, record.sha256)
+        except NotFound:  # not here, or collected just now: fetch it like any missing module
+            wasm = await self._fetch(record)
         return await self._load_module(record.sha256, wasm)
+
+    async def _fetch(self, record: AppRecord) -> bytes:
+        """The module of ``record`` from a peer, checked and stored. Raises FetchError."""
+        if self.fetch_module is None:
+            raise FetchError(f"module {record.sha256[:12]} is not on this node")
+        wasm = await self.fetch_module(record)
+        if hashlib.sha256(wasm).hexdigest() != record.sha256:
+            raise FetchError(f"module fetched for {record.name} does not match its sha256")
+        await asyncio.to_thread(self.storage.put_blob, wasm)
+        self.metrics.blob_fetches.inc()
+        return wasm
 
     def _apps_changed(self) -> None:
         for callback in self.on_apps_changed:
@@ -291,7 +308,7 @@ class Node:
 
     async def _load_module(self, sha256: str, wasm: bytes) -> CompiledModule:
         """Compile ``wasm``, through the on-disk cache of compiled modules."""
-        cache = self.storage.compiled_dir / f"{sha256}-wasmtime{_wasm.WASMTIME_VERSION}.cwasm"
+        cache = self.storage.compiled_path(sha256, _wasm.WASMTIME_VERSION)
         engine = self.engine
         if cache.exists():
             try:
@@ -465,13 +482,74 @@ class Node:
     async def undeploy(self, name: str) -> None:
         """Undeploy ``name`` cluster-wide. Raises UnknownApp.
 
-        The module's bytes stay on disk (content-addressed), for rollback after a redeploy.
+        The record and its history go, so its modules are collected after the grace period
+        unless another app's record uses them.
         """
         async with self._deploy_lock:
             if not await asyncio.to_thread(self.registry.undeploy, name):
                 raise UnknownApp(name)
         await self._reconcile_once(name)
         log.info("undeployed %s", name)
+
+    # -- garbage collection -----------------------------------------------------------------
+
+    def referenced_modules(self) -> set[str]:
+        """The sha256 of every module this node must keep: those of each app record in the
+        replica (current and history) and of every version it runs now."""
+        refs = {app.record.sha256 for app in self._apps.values()}
+        for record in self.registry.records():
+            refs.add(record.sha256)
+            refs.update(h.sha256 for h in record.history)
+        return refs
+
+    async def collect_garbage(self) -> Collected:
+        """Remove the module blobs no record references and that are older than --gc-grace,
+        their compiled modules, and compiled modules of another wasmtime version.
+
+        The references are read on the loop, then the files are worked on in a thread. A
+        record written or received after that read names a blob stored or loaded since (so
+        young, and kept: ``Storage.collect``) or one this node has not loaded yet, which, if
+        collected, is fetched from a peer like any missing module. Raises OSError if a
+        directory cannot be listed.
+        """
+        referenced = self.referenced_modules()
+        older_than = time.time() - self.config.gc_grace
+        result = await asyncio.to_thread(
+            self.storage.collect,
+            referenced,
+            older_than=older_than,
+            runtime=_wasm.WASMTIME_VERSION,
+        )
+        m = self.metrics
+        m.gc_removed.labels("blob").inc(result.blobs_removed)
+        m.gc_removed.labels("compiled").inc(result.compiled_removed)
+        m.gc_removed_bytes.labels("blob").inc(result.blob_bytes_removed)
+        m.gc_removed_bytes.labels("compiled").inc(result.compiled_bytes_removed)
+        m.stored_bytes.labels("blob").set(result.blob_bytes)
+        m.stored_bytes.labels("compiled").set(result.compiled_bytes)
+        if result.removed:
+            log.info(
+                "garbage collection removed %d blobs (%d bytes) and %d compiled modules"
+                " (%d bytes)",
+                result.blobs_removed,
+                result.blob_bytes_removed,
+                result.compiled_removed,
+                result.compiled_bytes_removed,
+            )
+        for callback in self.on_collected:
+            callback(result)
+        return result
+
+    async def _collector(self) -> None:
+        interval = self.config.gc_interval
+        await asyncio.sleep(min(GC_FIRST_DELAY, interval))
+        while True:
+            try:
+                await self.collect_garbage()
+            except Exception:
+                # Housekeeping: a failed collection must not take the node down with it.
+                log.exception("garbage collection failed")
+            await asyncio.sleep(interval)
 
     def blob_path(self, sha256: str) -> Path:
         """Path of a stored module. Raises NotFound."""
