@@ -110,6 +110,8 @@ class Node:
         self.on_collected: list[Callable[[Collected], None]] = []
         """Called after each garbage collection, with what it did."""
         self._apps: dict[str, LoadedApp] = {}
+        self._last_record: dict[str, AppRecord | None] = {}
+        """The record of each app as this node's last reconcile found it."""
         self._deploy_lock = asyncio.Lock()
         self._app_locks: dict[str, asyncio.Lock] = {}
         self._cap = InstanceCap(config.max_instances)
@@ -248,7 +250,22 @@ class Node:
         # A deploy on this node holds the app's lock until it has installed what it wrote,
         # so the supervisor its write wakes finds the record running and does nothing.
         async with self._app_lock(name):
+            await self._keep_displaced(name)
             return await self._reconcile_locked(name)
+
+    async def _keep_displaced(self, name: str) -> None:
+        """If the record this node last had for ``name`` was displaced by a concurrent write
+        (one that did not know of it), put it into the app's history (``Registry.keep``): a
+        deploy that was answered 201 can always be rolled back to, wherever it lost."""
+        last = self._last_record.get(name)
+        current = self.registry.get(name)
+        if last is not None and current is not None and last != current:
+            try:
+                await asyncio.to_thread(self.registry.keep, last)
+            except crdt.Error as exc:  # e.g. a failed fsync: logged, the app runs on
+                log.error("cannot keep %s v%d in its history: %s", name, last.version, exc)
+            current = self.registry.get(name)
+        self._last_record[name] = current
 
     async def _reconcile_locked(self, name: str) -> bool:
         record = self.registry.get(name)
@@ -261,6 +278,10 @@ class Node:
                 self._apps_changed()
             return True
         if loaded is not None and loaded.record == record:
+            return True
+        if loaded is not None and _same_version(loaded.record, record):
+            loaded.record = record  # only the history changed (Registry.keep): no reload
+            self._apps_changed()
             return True
         try:
             compiled = await self._module_for(record)
@@ -382,9 +403,7 @@ class Node:
         async with self._deploy_lock, self._app_lock(name):
             # The module is on disk before the record that names it is written anywhere.
             await asyncio.to_thread(self.storage.put_blob, wasm)
-            record = await asyncio.to_thread(
-                self.registry.deploy, name, sha256, len(wasm), caps
-            )
+            record = await asyncio.to_thread(self.registry.deploy, name, sha256, len(wasm), caps)
             if self.registry.is_current(record):
                 self._install(record, compiled)
         self.metrics.deploys.inc()
@@ -529,8 +548,7 @@ class Node:
         m.stored_bytes.labels("compiled").set(result.compiled_bytes)
         if result.removed:
             log.info(
-                "garbage collection removed %d blobs (%d bytes) and %d compiled modules"
-                " (%d bytes)",
+                "garbage collection removed %d blobs (%d bytes) and %d compiled modules (%d bytes)",
                 result.blobs_removed,
                 result.blob_bytes_removed,
                 result.compiled_removed,
@@ -627,3 +645,10 @@ def _capabilities(capabilities: Sequence[str] | None) -> tuple[str, ...]:
             f"unknown capabilities: {', '.join(unknown)} (known: {', '.join(NAMESPACES)})"
         )
     return caps
+
+
+def _same_version(a: AppRecord, b: AppRecord) -> bool:
+    """Whether two records are one version, whatever their histories."""
+    return dataclasses.replace(a, history=(), seen=()) == dataclasses.replace(
+        b, history=(), seen=()
+    )

@@ -30,6 +30,10 @@ class AppRecord:
     capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES
     history: tuple[AppRecord, ...] = ()
     """Previous versions, newest first (without their own history), for rollback."""
+    seen: tuple[tuple[str, int], ...] = ()
+    """The app's version counter, slot by slot (replica node id, count), as it was right after
+    this write: the writes of the app this record knew of (`knows`). Stored, not shown by the
+    API; history entries have none. See ``Registry.keep``."""
 
     def to_json(self, *, history: bool = True) -> dict[str, Any]:
         data = {
@@ -56,10 +60,16 @@ class AppRecord:
             origin=str(data["origin"]),
             capabilities=tuple(str(c) for c in data.get("capabilities", DEFAULT_CAPABILITIES)),
             history=tuple(cls.from_json(h) for h in data.get("history", ())),
+            seen=tuple(sorted((str(n), int(c)) for n, c in data.get("seen", {}).items())),
         )
 
+    def knows(self, other: AppRecord) -> bool:
+        """Whether this record's writer had ``other``'s write when it wrote this one."""
+        mine = dict(self.seen)
+        return all(mine.get(node, 0) >= count for node, count in other.seen)
+
     def encode(self) -> bytes:
-        return json.dumps(self.to_json(), sort_keys=True).encode()
+        return json.dumps({**self.to_json(), "seen": dict(self.seen)}, sort_keys=True).encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> AppRecord:

@@ -13,7 +13,8 @@ A change of an app always writes the record first, then bumps the counter: a rep
 the new counter value has the record it goes with (deltas carry a writer's writes in order).
 Supervisors wait on the counter (``read(key, at_least=n)``) and then read the record; when two
 nodes deploy the same app at once the register keeps one record, the same everywhere, and both
-bumps count.
+bumps count. A node that had the losing record puts it into the winner's history
+(:meth:`Registry.keep`), so no acknowledged deploy disappears: it can be rolled back to.
 """
 
 from __future__ import annotations
@@ -78,9 +79,7 @@ class Registry:
     def records(self) -> list[AppRecord]:
         return [r for r in map(self.get, self.names()) if r is not None]
 
-    def deploy(
-        self, name: str, sha256: str, size: int, capabilities: Sequence[str]
-    ) -> AppRecord:
+    def deploy(self, name: str, sha256: str, size: int, capabilities: Sequence[str]) -> AppRecord:
         """Write a new version of ``name``. Blocks on the store's fsync: call off the loop."""
         previous = self.get(name)
         record = AppRecord(
@@ -92,6 +91,7 @@ class Registry:
             origin=self.origin,
             capabilities=tuple(capabilities),
             history=_history(previous),
+            seen=self._seen(name),
         )
         self._write(record)
         return record
@@ -107,9 +107,50 @@ class Registry:
             deployed_at=time.time(),
             origin=self.origin,
             history=current.history[1:],
+            seen=self._seen(name),
         )
         self._write(record)
         return record
+
+    def _seen(self, name: str) -> tuple[tuple[str, int], ...]:
+        """The app's counter as it will be after this node's bump (`AppRecord.seen`)."""
+        seen = {
+            node: count
+            for node, (count, _) in self.replica.counter(counter_key(name)).slots.items()
+        }
+        me = self.replica.node_id
+        seen[me] = seen.get(me, 0) + 1
+        return tuple(sorted(seen.items()))
+
+    def keep(self, lost: AppRecord) -> bool:
+        """Put ``lost``, a record the current one displaced, into the history if it was lost
+        to a concurrent write.
+
+        A record written without knowing of ``lost`` (`AppRecord.knows`: another node's write
+        at the same time that won the register) leaves an answered deploy in no history: write
+        the current record again with ``lost`` added to its history (newest first by deploy
+        time, at most ``HISTORY``). What runs does not change. A record written knowing of
+        ``lost`` (a later deploy or rollback, here or elsewhere) replaced it on purpose.
+
+        Returns True when there was nothing to do, False after a write. Every node that had
+        ``lost`` as its record and sees the same winner writes the same bytes, so concurrent
+        calls agree. Blocks on the store's fsync when it writes: call off the loop.
+        """
+        current = self.get(lost.name)
+        if current is None or current.knows(lost):
+            return True
+        entry = dataclasses.replace(lost, history=(), seen=())
+        if entry in current.history:
+            return True
+        history = sorted(
+            (*current.history, entry), key=lambda r: (r.deployed_at, r.origin), reverse=True
+        )[:HISTORY]
+        if entry not in history:
+            return True
+        self.replica.set(
+            record_key(lost.name), dataclasses.replace(current, history=tuple(history)).encode()
+        )
+        return False
 
     def undeploy(self, name: str) -> bool:
         if self.get(name) is None:
@@ -126,4 +167,4 @@ class Registry:
 def _history(previous: AppRecord | None) -> tuple[AppRecord, ...]:
     if previous is None:
         return ()
-    return (dataclasses.replace(previous, history=()), *previous.history)[:HISTORY]
+    return (dataclasses.replace(previous, history=(), seen=()), *previous.history)[:HISTORY]

@@ -4,6 +4,8 @@ records written elsewhere (two nodes in one process, their replicas synced by ha
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -109,9 +111,54 @@ async def test_concurrent_deploys_converge(tmp_path: Path, wat: Wat) -> None:
         sync(a, b)
         assert a.app("app") == b.app("app")
         winner = a.app("app")
-        await until(a, lambda: a._apps["app"].record == winner)
-        await until(b, lambda: b._apps["app"].record == winner)
+        await until(a, lambda: a._apps["app"].record.sha256 == winner.sha256)
+        await until(b, lambda: b._apps["app"].record.sha256 == winner.sha256)
         assert a.registry.version("app") == b.registry.version("app") == 2
+        # The losing deploy was acknowledged too: its node puts it into the winner's history,
+        # without changing what runs (same pools, no reload).
+        loser, loser_node = (ra, a) if winner.sha256 == rb.sha256 else (rb, b)
+        pools = {a._apps["app"].pool, b._apps["app"].pool}
+        await loser_node._reconcile_once("app")  # as its watcher does on the record change
+        sync(a, b)
+        for node in (a, b):
+            await node._reconcile_once("app")
+            record = node.app("app")
+            assert (record.version, record.sha256, record.origin) == (
+                winner.version,
+                winner.sha256,
+                winner.origin,
+            )
+            assert record.history == (dataclasses.replace(loser, history=(), seen=()),)
+            assert node._apps["app"].record == record
+        assert {a._apps["app"].pool, b._apps["app"].pool} == pools
+        # ... and it can be rolled back to.
+        back = await a.rollback("app")
+        assert (back.version, back.sha256) == (3, loser.sha256)
+
+
+async def test_a_deploy_that_lost_to_an_undeploy_is_not_brought_back(
+    tmp_path: Path, wat: Wat
+) -> None:
+    async with (
+        Node(Config(data_dir=tmp_path / "a", name="a")) as a,
+        Node(Config(data_dir=tmp_path / "b", name="b")) as b,
+    ):
+        a.fetch_module = lambda r: _read(b, r)
+        b.fetch_module = lambda r: _read(a, r)
+        await a.deploy("app", wat("echo"))
+        sync(a, b)
+        await until(b, lambda: b.running() == {"app": 1})
+        await a.deploy("app", wat("host_echo"))  # not synced yet
+        await asyncio.sleep(0.01)
+        await b.undeploy("app")  # the later write: it wins
+        sync(a, b)
+        await until(a, lambda: a.running() == {})
+        await a._reconcile_once("app")  # as its watcher does on the record change
+        sync(a, b)
+        for node in (a, b):
+            with pytest.raises(UnknownApp):
+                node.app("app")
+            assert node.running() == {}
 
 
 async def _read(node: Node, record: AppRecord) -> bytes:
@@ -166,3 +213,21 @@ async def test_a_record_whose_counter_bump_never_came_is_run(tmp_path: Path, wat
         assert b.registry.version("echo") == 1  # the counter did not move
         await until(b, lambda: b.running() == {"echo": 2})
         assert await b.call("echo", "any", b"x") == b"x"  # host_echo answers any operation
+
+
+def test_a_record_knows_the_writes_its_writer_had() -> None:
+    base = AppRecord("app", 1, "a" * 64, 1, 0.0, "n1", seen=(("x", 1),))
+    later = dataclasses.replace(base, version=2, seen=(("x", 2),))
+    concurrent = dataclasses.replace(base, version=2, seen=(("x", 1), ("y", 1)))
+    rival = dataclasses.replace(base, version=2, seen=(("x", 1), ("z", 1)))
+    assert later.knows(base)
+    assert concurrent.knows(base)
+    assert not base.knows(later)
+    assert not concurrent.knows(rival)
+    assert not rival.knows(concurrent)
+    # Stored with the record, not shown by the API; a record stored before it knows nothing.
+    assert AppRecord.decode(concurrent.encode()) == concurrent
+    assert "seen" not in concurrent.to_json()
+    legacy = json.loads(concurrent.encode())
+    del legacy["seen"]
+    assert AppRecord.decode(json.dumps(legacy).encode()).seen == ()

@@ -263,6 +263,23 @@ def test_simultaneous_deploys_converge(cluster: LocalCluster) -> None:
 
     winner = poll(converged, "one record of 'race' served everywhere", describe=cluster.describe)
     assert winner["sha256"] in {str(a["sha256"]) for a in answers.values()}
+    # Both deploys were answered 201: the one that lost (concurrent or not) is in the history
+    # of the record everywhere, and can be rolled back to.
+    (loser,) = [str(a["sha256"]) for a in answers.values() if a["sha256"] != winner["sha256"]]
+
+    def loser_in_history() -> bool:
+        histories = [[h["sha256"] for h in d.get_json("/apps/race")["history"]] for d in nodes]
+        return all(h == histories[0] and loser in h for h in histories)
+
+    poll(loser_in_history, "the losing deploy in every node's history", describe=cluster.describe)
+    status, body = http("POST", f"{nodes[0].url}/apps/race/rollback")
+    assert status == 200, body
+    assert json.loads(body)["sha256"] == loser
+    poll(
+        lambda: all(d.call("race") == (200, tag_of[loser]) for d in nodes),
+        "the losing deploy served everywhere after a rollback",
+        describe=cluster.describe,
+    )
 
 
 @pytest.mark.timeout(120)
