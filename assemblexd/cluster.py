@@ -257,6 +257,10 @@ class Cluster:
         ]
         return sorted(out, key=lambda m: str(m.get("name")))
 
+    def peer_read_waits(self) -> dict[str, int]:
+        status = self.membership.status()
+        return {"paced": int(status["paced"]), "held": int(status["held"])}
+
     def views(self) -> tuple[list[Any], list[Any], list[dict[str, Any]]]:
         def peers(items: tuple[membership.Peer, ...]) -> list[dict[str, str]]:
             return [{"id": p.id, "address": p.address} for p in items]

@@ -63,6 +63,12 @@ class Metrics:
         self.view_size = Gauge(
             "assemblex_membership_view", "Peers in the membership views", ["view"], registry=r
         )
+        self.peer_read_waits = Counter(
+            "assemblex_peer_read_waits",
+            "Times a peer's link was read slower: paced (over its rate) or held (sync behind)",
+            ["reason"],
+            registry=r,
+        )
         self.sync_bytes = Counter(
             "assemblex_sync_bytes", "Bytes of store sync messages", ["direction"], registry=r
         )

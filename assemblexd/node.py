@@ -66,6 +66,11 @@ class ClusterView(Protocol):
         """Serve ``GET /peer`` (an aiohttp request) as a membership channel."""
         ...
 
+    def peer_read_waits(self) -> dict[str, int]:
+        """Times peers' links were read slower, so far: ``paced`` (a peer over its rate) and
+        ``held`` (the sync thread behind on a peer's messages)."""
+        ...
+
 
 class FetchError(Exception):
     """A module could not be had from this node or its peers."""
@@ -110,6 +115,7 @@ class Node:
         self.on_collected: list[Callable[[Collected], None]] = []
         """Called after each garbage collection, with what it did."""
         self._apps: dict[str, LoadedApp] = {}
+        self._peer_read_waits: dict[str, int] = {}  # membership's totals at the last scrape
         self._last_record: dict[str, AppRecord | None] = {}
         """The record of each app as this node's last reconcile found it."""
         self._deploy_lock = asyncio.Lock()
@@ -620,6 +626,12 @@ class Node:
             active, passive, _ = self.cluster.views()
             self.metrics.view_size.labels("active").set(len(active))
             self.metrics.view_size.labels("passive").set(len(passive))
+            for reason, total in self.cluster.peer_read_waits().items():
+                counter = self.metrics.peer_read_waits.labels(reason)  # shown from 0 on
+                new = total - self._peer_read_waits.get(reason, 0)
+                if new > 0:
+                    counter.inc(new)
+                self._peer_read_waits[reason] = total
         for name, app in self._apps.items():
             self.metrics.pool_idle.labels(name).set(app.pool.idle)
         return self.metrics.render()

@@ -98,6 +98,28 @@ def test_deploy_on_one_call_on_all(cluster: LocalCluster) -> None:
             assert set(m["active"]) <= ids - {m["id"]}, m
         assert {p["id"] for p in status["active"]} <= ids
 
+    # /metrics: the cluster side of every node. The module reached the other nodes by fetch.
+    for d in nodes:
+        status, body = http("GET", f"{d.url}/metrics")
+        assert status == 200
+        samples = _samples(body.decode())
+        assert samples['assemblex_membership_view{view="active"}'] >= 1, d.name
+        assert samples['assemblex_sync_bytes_total{direction="sent"}'] > 0, d.name
+        assert samples['assemblex_sync_bytes_total{direction="received"}'] > 0, d.name
+        assert samples['assemblex_peer_read_waits_total{reason="paced"}'] >= 0, d.name
+        fetched = samples["assemblex_blob_fetches_total"]
+        assert fetched == (0 if d is nodes[2] else 1), d.name
+
+
+def _samples(text: str) -> dict[str, float]:
+    """Prometheus text as {'name{labels}': value}."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
 
 class Load:
     """Client threads calling one app on every node in a loop, over keep-alive connections.
