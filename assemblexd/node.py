@@ -117,6 +117,8 @@ class Node:
         self._apps: dict[str, LoadedApp] = {}
         self._peer_read_waits: dict[str, int] = {}  # membership's totals at the last scrape
         self._last_record: dict[str, AppRecord | None] = {}
+        self._waiting: set[str] = set()
+        """Apps not run for --max-apps, run when another app is undeployed."""
         """The record of each app as this node's last reconcile found it."""
         self._deploy_lock = asyncio.Lock()
         self._app_locks: dict[str, asyncio.Lock] = {}
@@ -277,11 +279,16 @@ class Node:
         record = self.registry.get(name)
         loaded = self._apps.get(name)
         if record is None:
+            self._waiting.discard(name)
             if loaded is not None:
                 del self._apps[name]
                 loaded.pool.close()
                 log.info("unloaded %s (undeployed)", name)
                 self._apps_changed()
+                for waiting in list(self._waiting):  # a slot is free: the first to come runs
+                    self._spawn(self._reconcile_quietly(waiting))
+            return True
+        if self._over_max_apps(name):
             return True
         if loaded is not None and loaded.record == record:
             return True
@@ -294,9 +301,26 @@ class Node:
         except (OSError, ModuleError, FetchError) as exc:
             log.warning("cannot load %s v%d yet: %s", name, record.version, exc)
             return False
+        if self._over_max_apps(name):  # checked again: other apps may have come meanwhile
+            return True
         if self.registry.is_current(record):  # still current after the awaits
             self._install(record, compiled)
             log.info("running %s v%d (%s)", name, record.version, record.sha256[:12])
+        return True
+
+    def _over_max_apps(self, name: str) -> bool:
+        """Whether ``name``, not running here, must wait for --max-apps (records from peers
+        are not checked against it as deploys on this node are)."""
+        if name in self._apps or len(self._apps) < self.config.max_apps:
+            self._waiting.discard(name)
+            return False
+        if name not in self._waiting:
+            self._waiting.add(name)
+            log.warning(
+                "not running %s: this node runs %d apps already (--max-apps)",
+                name,
+                self.config.max_apps,
+            )
         return True
 
     async def _module_for(self, record: AppRecord) -> CompiledModule:
@@ -410,7 +434,7 @@ class Node:
             # The module is on disk before the record that names it is written anywhere.
             await asyncio.to_thread(self.storage.put_blob, wasm)
             record = await asyncio.to_thread(self.registry.deploy, name, sha256, len(wasm), caps)
-            if self.registry.is_current(record):
+            if self.registry.is_current(record) and not self._over_max_apps(name):
                 self._install(record, compiled)
         self.metrics.deploys.inc()
         log.info("deployed %s v%d (%s, %d bytes)", name, record.version, sha256[:12], len(wasm))

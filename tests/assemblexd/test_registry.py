@@ -231,3 +231,29 @@ def test_a_record_knows_the_writes_its_writer_had() -> None:
     legacy = json.loads(concurrent.encode())
     del legacy["seen"]
     assert AppRecord.decode(json.dumps(legacy).encode()).seen == ()
+
+
+async def test_a_node_runs_no_more_apps_than_its_limit_whatever_peers_send(
+    tmp_path: Path, wat: Wat
+) -> None:
+    async with (
+        Node(Config(data_dir=tmp_path / "a", name="a", max_apps=2)) as a,
+        Node(Config(data_dir=tmp_path / "b", name="b")) as b,
+    ):
+        a.fetch_module = lambda r: _read(b, r)
+        for name in ("one", "two", "three"):
+            await b.deploy(name, wat("echo"))
+        sync(a, b)
+        await until(a, lambda: len(a.running()) == 2)
+        await asyncio.sleep(0.1)  # time to run a third, if it would
+        assert len(a.running()) == 2
+        (waiting,) = {"one", "two", "three"} - set(a.running())
+        assert a.app(waiting).version == 1  # known, listed, just not run here
+        with pytest.raises(UnknownApp):
+            await a.call(waiting, "echo", b"x")
+        # An app undeployed frees a slot: the one waiting runs.
+        await b.undeploy(next(iter(a.running())))
+        sync(a, b)
+        await until(a, lambda: waiting in a.running())
+        assert len(a.running()) == 2
+        assert await a.call(waiting, "echo", b"x") == b"x"
