@@ -242,7 +242,7 @@ async def test_a_node_served_by_an_aiohttp_app_of_its_own(unused_tcp_port: int) 
             await runner.cleanup()
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
 async def test_a_fast_peer_is_paced_to_the_rate_and_loses_nothing(kind: str) -> None:
     async with cluster(kind) as c:
         a = await c.start("a", peer_rate=1000.0, peer_burst=100)
@@ -263,7 +263,7 @@ async def test_a_fast_peer_is_paced_to_the_rate_and_loses_nothing(kind: str) -> 
         await channel.aclose()
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
 async def test_a_peer_is_not_read_past_a_subscriber_backlog(kind: str) -> None:
     async with cluster(kind) as c:
         limit = 16
