@@ -28,6 +28,7 @@ private API, pinned to one major version of wasmtime).
 from __future__ import annotations
 
 import ctypes
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -60,11 +61,32 @@ def _proto(name: str, restype: Any, *argtypes: Any) -> Any:
     return ctypes.CFUNCTYPE(restype, *argtypes)((name, _dll))
 
 
+def _proto_gil(name: str, restype: Any, *argtypes: Any, dll: Any = _dll) -> Any:
+    """Like :func:`_proto`, for a short call that runs no guest code: it keeps the GIL.
+
+    A ctypes function releases the GIL around the call and takes it back after, which costs
+    more than these calls themselves, and lets another thread take the GIL in between (the
+    caller then waits for it). Calls made from the host callbacks and after every host call
+    use these.
+    """
+    return ctypes.PYFUNCTYPE(restype, *argtypes)((name, dll))
+
+
 # Hot-path functions, declared with plain integers (addresses) as arguments.
 _poll = _proto("wasmtime_call_future_poll", c_bool, c_void_p)
 _future_delete = _proto("wasmtime_call_future_delete", None, c_void_p)
 _memory_data = _proto("wasmtime_memory_data", c_void_p, c_void_p, c_void_p)
-_memory_data_size = _proto("wasmtime_memory_data_size", c_size_t, c_void_p, c_void_p)
+_memory_data_size = _proto_gil("wasmtime_memory_data_size", c_size_t, c_void_p, c_void_p)
+_memmove = _proto_gil("memmove", c_void_p, c_void_p, c_void_p, c_size_t, dll=ctypes.pythonapi)
+_memoryview_at = _proto_gil(
+    "PyMemoryView_FromMemory",
+    ctypes.py_object,
+    c_void_p,
+    ctypes.c_ssize_t,
+    ctypes.c_int,
+    dll=ctypes.pythonapi,
+)
+_PYBUF_WRITE = 0x200
 _trap_new = _proto("wasmtime_trap_new", c_void_p, ctypes.c_char_p, c_size_t)
 _func_call_async = _proto(
     "wasmtime_func_call_async",
@@ -87,7 +109,7 @@ _pre_instantiate_async = _proto(
     c_void_p,  # trap_ret
     c_void_p,  # error_ret
 )
-_set_epoch_deadline = _proto("wasmtime_context_set_epoch_deadline", None, c_void_p, c_uint64)
+_set_epoch_deadline = _proto_gil("wasmtime_context_set_epoch_deadline", None, c_void_p, c_uint64)
 # async.h declares a wasmtime_error_t* result, but the implementation returns nothing:
 # reading that result would free garbage.
 _epoch_yield_and_update = _proto(
@@ -186,31 +208,47 @@ def set_log_sink(sink: Callable[[Instance, bytes], None]) -> None:
 # The waPC imports.
 
 
+_NO_MEMORY = memoryview(b"")
+
+
 def _trap(message: str) -> int:
     raw = message.encode()
     return int(_trap_new(raw, len(raw)) or 0)
 
 
 # The engine is configured so that linear memories never move (``memory_may_move`` off): an
-# instance's memory base is read once, and a callback only asks for the current size, which
-# is what keeps every guest pointer inside the guest's own memory.
+# instance's memory base is read once. Callbacks reach the memory through a memoryview of it
+# (``Instance.memory``), as slicing costs less than a ctypes call. The view covers the memory
+# as it was last seen, and memories only grow: a pointer past the view's end makes the callback
+# ask wasmtime for the current size, which is what keeps every guest pointer inside the
+# guest's own memory, and, if the memory grew, make a new view. The view is dropped when the
+# store is freed, and never leaves the callbacks (they copy out of it).
+
+
+def _guest_memory(inst: Instance, end: int) -> memoryview:
+    """The instance's memory, checked to cover ``[0, end)``; raises IndexError if it does not."""
+    mem: memoryview = inst.memory
+    if end <= len(mem):
+        return mem
+    if not inst.memory_addr:
+        raise IndexError("the guest's memory is not bound yet")
+    size = _memory_data_size(inst.ctx, inst.memory_addr)
+    if end > size:
+        raise IndexError(f"guest pointer out of bounds: {end} > {size}")
+    mem = inst.memory = _memoryview_at(inst.memory_base, size, _PYBUF_WRITE)
+    return mem
 
 
 def _read(inv: Invocation, ptr: int, length: int) -> bytes:
-    inst = inv.instance
     ptr &= 0xFFFFFFFF
-    length &= 0xFFFFFFFF
-    if ptr + length > _memory_data_size(inst.ctx, inst.memory_addr):
-        raise IndexError(f"guest pointer out of bounds: {ptr}+{length}")
-    return ctypes.string_at(inst.memory_base + ptr, length)
+    end = ptr + (length & 0xFFFFFFFF)
+    return bytes(_guest_memory(inv.instance, end)[ptr:end])
 
 
 def _write(inv: Invocation, ptr: int, data: bytes) -> None:
-    inst = inv.instance
     ptr &= 0xFFFFFFFF
-    if ptr + len(data) > _memory_data_size(inst.ctx, inst.memory_addr):
-        raise IndexError(f"guest pointer out of bounds: {ptr}+{len(data)}")
-    ctypes.memmove(inst.memory_base + ptr, data, len(data))
+    end = ptr + len(data)
+    _guest_memory(inv.instance, end)[ptr:end] = data
 
 
 _RawCallback = ctypes.CFUNCTYPE(c_size_t, c_void_p, c_void_p, POINTER(c_int32), c_size_t)
@@ -236,15 +274,13 @@ S = _RAW_STRIDE
 
 
 def _guest_request(inv: Invocation, v: Any) -> None:
-    inst = inv.instance
     op_ptr = v[0] & 0xFFFFFFFF
     ptr = v[S] & 0xFFFFFFFF
     op, payload = inv.op, inv.payload
-    size = _memory_data_size(inst.ctx, inst.memory_addr)
-    if op_ptr + len(op) > size or ptr + len(payload) > size:
-        raise IndexError("guest pointer out of bounds in __guest_request")
-    ctypes.memmove(inst.memory_base + op_ptr, op, len(op))
-    ctypes.memmove(inst.memory_base + ptr, payload, len(payload))
+    op_end, end = op_ptr + len(op), ptr + len(payload)
+    mem = _guest_memory(inv.instance, max(op_end, end))
+    mem[op_ptr:op_end] = op
+    mem[ptr:end] = payload
 
 
 def _guest_response(inv: Invocation, v: Any) -> None:
@@ -294,10 +330,10 @@ HOST_IMPORTS = (*_SYNC_IMPORTS, "__host_call")
 
 _ContinuationCallback = ctypes.CFUNCTYPE(c_bool, c_void_p)
 _AsyncCallback = ctypes.CFUNCTYPE(
-    None, c_void_p, c_void_p, POINTER(c_int32), c_size_t, c_void_p, c_size_t, c_void_p, c_void_p
+    None, c_void_p, c_void_p, c_void_p, c_size_t, c_void_p, c_size_t, c_void_p, c_void_p
 )
-_VAL_I32 = _VAL_SIZE // 4
-_OF_I32 = _VAL_OF // 4
+# __host_call's eight i32 arguments, read from its wasmtime_val_t array in one go.
+_HOST_CALL_ARGS = struct.Struct("=" + f"{_VAL_OF}xI{_VAL_SIZE - _VAL_OF - 4}x" * 8)
 
 
 def _host_call_continue(_env: int) -> bool:
@@ -320,6 +356,7 @@ _CONTINUATION = ffi.wasmtime_async_continuation_t(
     _NULL_FINALIZER,
 )
 _CONTINUATION_SIZE = ctypes.sizeof(_CONTINUATION)
+_CONTINUATION_ADDR = ctypes.addressof(_CONTINUATION)
 
 
 def _host_call(
@@ -334,26 +371,25 @@ def _host_call(
 ) -> None:
     inv: Invocation = _tls.inv
     try:
-        a = [args[i * _VAL_I32 + _OF_I32] & 0xFFFFFFFF for i in range(8)]
-        inst = inv.instance
-        size = _memory_data_size(inst.ctx, inst.memory_addr)
-        if any(a[i] + a[i + 1] > size for i in (0, 2, 4, 6)):
-            raise IndexError("guest pointer out of bounds in __host_call")
-        base = inst.memory_base
-        string_at = ctypes.string_at
-        binding = string_at(base + a[0], a[1]).decode("utf-8", "replace")
-        namespace = string_at(base + a[2], a[3]).decode("utf-8", "replace")
-        operation = string_at(base + a[4], a[5]).decode("utf-8", "replace")
-        payload = string_at(base + a[6], a[7])
+        b, b_len, ns, ns_len, op, op_len, p, p_len = _HOST_CALL_ARGS.unpack(
+            ctypes.string_at(args, _HOST_CALL_ARGS.size)
+        )
+        b_end, ns_end, op_end, p_end = b + b_len, ns + ns_len, op + op_len, p + p_len
+        mem = _guest_memory(inv.instance, max(b_end, ns_end, op_end, p_end))
         inv.host_response = b""
         inv.host_error = b""
-        inv.host_request = (binding, namespace, operation, payload)
+        inv.host_request = (
+            str(mem[b:b_end], "utf-8", "replace"),
+            str(mem[ns:ns_end], "utf-8", "replace"),
+            str(mem[op:op_end], "utf-8", "replace"),
+            bytes(mem[p:p_end]),
+        )
         inv.host_done = False
         inv.host_results_addr = results
-        ctypes.memmove(continuation_ret, byref(_CONTINUATION), _CONTINUATION_SIZE)
+        _memmove(continuation_ret, _CONTINUATION_ADDR, _CONTINUATION_SIZE)
     except Exception as exc:
         c_void_p.from_address(trap_ret).value = _trap(f"waPC host: {exc}")
-        ctypes.memmove(continuation_ret, byref(_CONTINUATION), _CONTINUATION_SIZE)
+        _memmove(continuation_ret, _CONTINUATION_ADDR, _CONTINUATION_SIZE)
         inv.host_request = None
         inv.host_results_addr = 0
         inv.host_done = True
@@ -635,6 +671,7 @@ class Instance:
         "compiled",
         "ctx",
         "instance",
+        "memory",
         "memory_addr",
         "memory_base",
         "poisoned",
@@ -656,6 +693,7 @@ class Instance:
         self._memory = ffi.wasmtime_extern_t()
         self.memory_addr = 0
         self.memory_base = 0
+        self.memory = _NO_MEMORY
         self._guest_call = ffi.wasmtime_extern_t()
         self._guest_call_addr = 0
         # Out-parameters of this store's (single) running future, and __guest_call's args.
@@ -703,6 +741,7 @@ class Instance:
                 raise ModuleError(f"instance has no export {name}")
         self.memory_addr = ctypes.addressof(self._memory.of.memory)
         self.memory_base = _memory_data(self.ctx, self.memory_addr) or 0
+        self.memory = _NO_MEMORY  # a view is made at the first access (_guest_memory)
         self._guest_call_addr = ctypes.addressof(self._guest_call.of.func)
 
     def call_function(self, name: str) -> CallFuture:
@@ -753,4 +792,5 @@ class Instance:
             return
         self.memory_addr = 0
         self.memory_base = 0
+        self.memory = _NO_MEMORY
         self.store.close()

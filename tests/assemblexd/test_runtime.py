@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+import wasmtime
 
 from assemblexd.config import Config
 from assemblexd.errors import (
@@ -410,3 +411,38 @@ async def test_apps_per_node_limit(tmp_path: Path, wat: Wat) -> None:
         await node.deploy("a", wat("host_echo"))  # a new version of an app is not a new app
         await node.undeploy("b")
         await node.deploy("c", wat("echo"))
+
+
+GUEST_POINTERS_WAT = """
+(module
+  (import "wapc" "__guest_response" (func $guest_response (param i32 i32)))
+  (import "wapc" "__host_call"
+    (func $host_call (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "host")
+  (data (i32.const 16) "echo")
+  (func (export "__guest_call") (param $op_len i32) (param $msg_len i32) (result i32)
+    (if (i32.eq (local.get $op_len) (i32.const 1))  ;; a host call payload past the memory
+      (then (return (call $host_call (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 4)
+                                     (i32.const 16) (i32.const 4)
+                                     (i32.const 65530) (i32.const 7)))))
+    (if (i32.eq (local.get $op_len) (i32.const 2))  ;; a response past the memory
+      (then (call $guest_response (i32.const -4) (i32.const 8))
+            (return (i32.const 1))))
+    ;; grow the memory during the call, then answer from the new page
+    (call $guest_response (i32.const 0) (i32.const 4))
+    (drop (memory.grow (i32.const 1)))
+    (i32.store (i32.const 65536) (i32.const 0x776f7267))  ;; "grow"
+    (call $guest_response (i32.const 65536) (i32.const 4))
+    (i32.const 1)))
+"""
+
+
+async def test_guest_pointers_are_checked_against_the_current_memory(node: Node) -> None:
+    await node.deploy("pointers", bytes(wasmtime.wat2wasm(GUEST_POINTERS_WAT)))
+    with pytest.raises(GuestError, match="out of bounds"):
+        await node.call("pointers", "x", b"")
+    with pytest.raises(GuestError, match="out of bounds"):
+        await node.call("pointers", "xx", b"")
+    for _ in range(2):  # a fresh instance, then the same one with its memory grown
+        assert await node.call("pointers", "xxx", b"") == b"grow"
