@@ -114,17 +114,21 @@ class Host:
         """The ``__host_call`` handler for a guest of ``record`` at call depth ``depth``."""
         capabilities = frozenset(record.capabilities)
         app = record.name
+        on_host_call = self._on_host_call
 
-        async def handle(binding: str, namespace: str, operation: str, payload: bytes) -> bytes:
-            if self._on_host_call is not None:
-                self._on_host_call(namespace)
+        # Not itself a coroutine: it checks, then hands back the namespace's coroutine, which
+        # saves a coroutine per host call. Its HostErrors are raised by the call, not by the
+        # await; the scheduler's ``await handler(...)`` sees both alike.
+        def handle(
+            binding: str, namespace: str, operation: str, payload: bytes
+        ) -> Awaitable[bytes]:
+            if on_host_call is not None:
+                on_host_call(namespace)
             if namespace not in capabilities:
                 if namespace in NAMESPACE_HANDLERS:
                     raise HostError(f"capability not granted: {namespace}")
                 raise HostError(f"unknown namespace: {namespace}")
-            return await NAMESPACE_HANDLERS[namespace](
-                self, app, depth, binding, operation, payload
-            )
+            return NAMESPACE_HANDLERS[namespace](self, app, depth, binding, operation, payload)
 
         return handle
 
