@@ -49,6 +49,12 @@ class HyParViewConfig:
     """First wait before retrying to fill the active view (or to rejoin) after all failed."""
     repair_backoff_max: float = 30.0
     """Cap of that wait, which doubles at each fruitless round."""
+    lost_size: int = 30
+    """Peers that failed, remembered to be probed again (oldest forgotten first); 0: none."""
+    probe_interval: float = 30.0
+    """Seconds between two probes of a failed peer (each node at a phase of its own). A probe
+    that gets through makes a neighbour of it, even in a full view: this is how two parts of a
+    cluster that forgot each other during a partition find each other again once it heals."""
 
     def __post_init__(self) -> None:
         _require(self.active_size >= 1, "active_size >= 1")
@@ -59,6 +65,7 @@ class HyParViewConfig:
         _require(self.neighbor_timeout > 0, "neighbor_timeout > 0")
         _require(self.repair_rejections >= 1 and self.max_contacts >= 1, "repair limits >= 1")
         _require(0 < self.repair_backoff <= self.repair_backoff_max, "0 < backoff <= max")
+        _require(self.lost_size >= 0 and self.probe_interval > 0, "lost_size >= 0, probe > 0")
 
 
 @dataclass(frozen=True, slots=True)

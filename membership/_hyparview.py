@@ -40,6 +40,12 @@ this is the reconnection of an isolated node.
 The paper replaces only failed neighbours; filling any free slot (as Partisan does with its
 minimum active size) keeps the in-degree near the view size under join churn.
 
+Probes. Failed peers are remembered apart (``lost_size``); every ``probe_interval`` (at a
+phase of its own per node) one of them is asked again with a high-priority NEIGHBOR. After a
+partition, both parts end with full active views of their own and nobody asks anyone; a
+failed peer of the other part is the only trace of it, and the first probe that gets through
+after the heal bridges them.
+
 Every container that is ever iterated is a dict (insertion ordered), never a set, so that a
 seeded `random.Random` replays a run exactly whatever ``PYTHONHASHSEED`` is.
 """
@@ -47,6 +53,7 @@ seeded `random.Random` replays a run exactly whatever ``PYTHONHASHSEED`` is.
 from __future__ import annotations
 
 import random
+import zlib
 from typing import Protocol
 
 from ._config import HyParViewConfig
@@ -124,6 +131,11 @@ class HyParView(Outputs):
         self._backoff = config.repair_backoff
         self._repair_at: float | None = None
         self._next_shuffle = now + rng.random() * config.shuffle_interval
+        self._lost: dict[Peer, None] = {}  # failed peers to probe again, oldest first
+        # Each node probes at its own phase, taken from its id rather than drawn from `rng`:
+        # a run without failures then draws exactly what it drew before probes existed.
+        phase = zlib.crc32(me.id.encode()) / 2**32
+        self._next_probe = now + (0.5 + phase) * config.probe_interval
         self._last_sample: tuple[Peer, ...] = ()
         self._observer = observer
         super().__init__(outbox, events)
@@ -133,6 +145,8 @@ class HyParView(Outputs):
     def next_deadline(self) -> float:
         """The earliest time at which `tick` has something to do."""
         deadline = self._next_shuffle
+        if self._lost:
+            deadline = min(deadline, self._next_probe)
         if self._repair_at is not None:
             deadline = min(deadline, self._repair_at)
         if self._pending:
@@ -172,6 +186,7 @@ class HyParView(Outputs):
         self._pending.pop(peer, None)
         if peer in self.active:
             self._remove_active(peer)
+        self._lose(peer)
         self._repair(now)
 
     def on_message(self, src: Peer, msg: CoreMessage, now: float) -> None:
@@ -201,10 +216,16 @@ class HyParView(Outputs):
             while self._next_shuffle <= now:
                 self._next_shuffle += interval
             self._shuffle()
+        if now >= self._next_probe:
+            self._next_probe += self.config.probe_interval
+            if self._next_probe <= now:  # a tick long overdue: no burst of catch-up probes
+                self._next_probe = now + self.config.probe_interval
+            self._probe(now)
         expired = [p for p, deadline in self._pending.items() if deadline <= now]
         for peer in expired:  # no answer (a lost message, a dead peer): as unreachable
             del self._pending[peer]
             self.passive.pop(peer, None)
+            self._lose(peer)
         if self._repair_at is not None and now >= self._repair_at:
             self._repair_at = None
             self._tried.clear()
@@ -304,6 +325,7 @@ class HyParView(Outputs):
             self._add_passive(victim)
         self.passive.pop(peer, None)
         self._pending.pop(peer, None)  # a reply to our own request must not re-add it later
+        self._lost.pop(peer, None)
         self.active[peer] = None
         if self._observer is not None:
             self._observer.neighbor_up(peer)
@@ -345,6 +367,33 @@ class HyParView(Outputs):
             del self.contacts[next(iter(self.contacts))]
 
     # --- repair --------------------------------------------------------------------------
+
+    def _lose(self, peer: Peer) -> None:
+        """Remember a failed peer for `_probe`, as the newest entry."""
+        if self.config.lost_size == 0 or peer == self.me:
+            return
+        self._lost.pop(peer, None)
+        self._lost[peer] = None
+        if len(self._lost) > self.config.lost_size:
+            del self._lost[next(iter(self._lost))]
+
+    def _probe(self, now: float) -> None:
+        """Ask one failed peer, with high priority, to be a neighbour again.
+
+        Shuffles and repairs only ever reach peers of this node's own part of the overlay:
+        after a partition both parts have dropped each other from every view, and once their
+        active views are full nobody asks anyone. A failed peer on the other side is the only
+        trace left of it. One that is still dead fails again and goes back to the end of the
+        list; one that answers is taken (a random neighbour makes room at each end), and the
+        two parts are one again.
+        """
+        if not self.active:
+            return  # isolated: the repair rejoins through the contacts
+        candidates = [p for p in self._lost if p not in self.active and p not in self._pending]
+        if candidates:
+            peer = _pick(self._rng, candidates)
+            del self._lost[peer]
+            self._ask(peer, high=True, now=now)
 
     def _ask(self, peer: Peer, *, high: bool, now: float) -> None:
         self._pending[peer] = now + self.config.neighbor_timeout
