@@ -77,7 +77,6 @@ _poll = _proto("wasmtime_call_future_poll", c_bool, c_void_p)
 _future_delete = _proto("wasmtime_call_future_delete", None, c_void_p)
 _memory_data = _proto("wasmtime_memory_data", c_void_p, c_void_p, c_void_p)
 _memory_data_size = _proto_gil("wasmtime_memory_data_size", c_size_t, c_void_p, c_void_p)
-_memmove = _proto_gil("memmove", c_void_p, c_void_p, c_void_p, c_size_t, dll=ctypes.pythonapi)
 _memoryview_at = _proto_gil(
     "PyMemoryView_FromMemory",
     ctypes.py_object,
@@ -332,8 +331,11 @@ _ContinuationCallback = ctypes.CFUNCTYPE(c_bool, c_void_p)
 _AsyncCallback = ctypes.CFUNCTYPE(
     None, c_void_p, c_void_p, c_void_p, c_size_t, c_void_p, c_size_t, c_void_p, c_void_p
 )
-# __host_call's eight i32 arguments, read from its wasmtime_val_t array in one go.
+# __host_call's eight i32 arguments, read from its wasmtime_val_t array in one go. (Reading
+# and writing native memory through a ctypes array made ``from_address`` costs less than a
+# call of a foreign function such as ``string_at`` or ``memmove``.)
 _HOST_CALL_ARGS = struct.Struct("=" + f"{_VAL_OF}xI{_VAL_SIZE - _VAL_OF - 4}x" * 8)
+_HostCallArgs = ctypes.c_char * _HOST_CALL_ARGS.size
 
 
 def _host_call_continue(_env: int) -> bool:
@@ -355,8 +357,9 @@ _CONTINUATION = ffi.wasmtime_async_continuation_t(
     None,
     _NULL_FINALIZER,
 )
-_CONTINUATION_SIZE = ctypes.sizeof(_CONTINUATION)
-_CONTINUATION_ADDR = ctypes.addressof(_CONTINUATION)
+# What __host_call hands wasmtime, copied out as bytes (see _HOST_CALL_ARGS).
+_Continuation = ctypes.c_char * ctypes.sizeof(_CONTINUATION)
+_CONTINUATION_BYTES = bytes(_CONTINUATION)
 
 
 def _host_call(
@@ -371,8 +374,8 @@ def _host_call(
 ) -> None:
     inv: Invocation = _tls.inv
     try:
-        b, b_len, ns, ns_len, op, op_len, p, p_len = _HOST_CALL_ARGS.unpack(
-            ctypes.string_at(args, _HOST_CALL_ARGS.size)
+        b, b_len, ns, ns_len, op, op_len, p, p_len = _HOST_CALL_ARGS.unpack_from(
+            _HostCallArgs.from_address(args)
         )
         b_end, ns_end, op_end, p_end = b + b_len, ns + ns_len, op + op_len, p + p_len
         mem = _guest_memory(inv.instance, max(b_end, ns_end, op_end, p_end))
@@ -386,10 +389,10 @@ def _host_call(
         )
         inv.host_done = False
         inv.host_results_addr = results
-        _memmove(continuation_ret, _CONTINUATION_ADDR, _CONTINUATION_SIZE)
+        _Continuation.from_address(continuation_ret).raw = _CONTINUATION_BYTES
     except Exception as exc:
         c_void_p.from_address(trap_ret).value = _trap(f"waPC host: {exc}")
-        _memmove(continuation_ret, _CONTINUATION_ADDR, _CONTINUATION_SIZE)
+        _Continuation.from_address(continuation_ret).raw = _CONTINUATION_BYTES
         inv.host_request = None
         inv.host_results_addr = 0
         inv.host_done = True
