@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -30,6 +29,7 @@ from urllib.parse import quote
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from fuzz_settings import SCALE, fuzz_settings
 from helpers import load_wat
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -46,17 +46,7 @@ MakeClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 Client = TestClient[web.Request, web.Application]
 
 TOKEN = "fuzz-token"
-SCALE = int(os.environ.get("ASSEMBLEX_FUZZ_SCALE", "1"))
-"""Multiplies every example count: ASSEMBLEX_FUZZ_SCALE=20 for a longer campaign."""
-FUZZ = settings(
-    max_examples=120 * SCALE,
-    deadline=None,
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-    ],
-)
+FUZZ = fuzz_settings(120, HealthCheck.function_scoped_fixture)
 CALL_APPS = ["echo", "error", "trap", "noerror", "host_echo", "hostcall", "spin", "loop"]
 """WAT guests deployed before the call fuzzing: answers, guest errors, traps, host calls of
 any namespace, CPU spins (504 past the call budget)."""

@@ -14,7 +14,6 @@ replayed.
 from __future__ import annotations
 
 import itertools
-import os
 import random
 import tempfile
 import time
@@ -22,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from fuzz_settings import SCALE, fuzz_settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import crdt
@@ -37,13 +37,7 @@ from crdt import (
     encode_message,
 )
 
-SCALE = int(os.environ.get("ASSEMBLEX_FUZZ_SCALE", "1"))
-"""Multiplies every example count: ASSEMBLEX_FUZZ_SCALE=20 for a longer campaign."""
-FUZZ = settings(
-    max_examples=150 * SCALE,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+FUZZ = fuzz_settings(150)
 
 KEYS = ["apps/a", "apps/a/version", "apps/b", "members/x", "kv/a/k"]
 writes = st.lists(

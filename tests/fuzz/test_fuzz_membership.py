@@ -13,12 +13,12 @@ the folder runs in well under a minute.
 
 from __future__ import annotations
 
-import os
 import random
 import struct
 
 import msgpack
 import pytest
+from fuzz_settings import SCALE, fuzz_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from membership_strategies import message_strategy
@@ -41,13 +41,7 @@ from membership._messages import (
     ShuffleReply,
 )
 
-SCALE = int(os.environ.get("ASSEMBLEX_FUZZ_SCALE", "1"))
-"""Multiplies every example count: ASSEMBLEX_FUZZ_SCALE=20 for a longer campaign."""
-FUZZ = settings(
-    max_examples=200 * SCALE,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+FUZZ = fuzz_settings(200)
 
 texts = st.text(max_size=30)
 peers = st.builds(Peer, texts, texts)

@@ -13,7 +13,6 @@ Skipped when schemathesis is not installed (it is in the ``dev`` extra).
 from __future__ import annotations
 
 import asyncio
-import os
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from fuzz_settings import SCALE
 from helpers import free_port, load_wat
 from hypothesis import HealthCheck, settings
 
@@ -32,7 +32,6 @@ from assemblexd.openapi import spec
 
 schemathesis = pytest.importorskip("schemathesis")
 
-SCALE = int(os.environ.get("ASSEMBLEX_FUZZ_SCALE", "1"))
 # Modules go as raw bytes, as application/octet-stream bodies do.
 schemathesis.serializer.alias("application/wasm", "application/octet-stream")
 # /peer is the membership websocket, served by the cluster layer (not run here).
