@@ -1,7 +1,8 @@
 """A node: storage, the waPC runtime, host functions and app pools, composed.
 
 The HTTP API and the CLI talk to a :class:`Node` only. A node on its own (this module) keeps its
-apps on disk and serves them; the cluster layer will feed it records from the replicated store.
+apps in its replicated store and on disk and serves them; the cluster layer (``cluster.py``)
+syncs that store with peers and fetches the modules it lacks.
 
 Module blobs no record needs any more are garbage-collected by a periodic task of the node
 (``--gc-interval``, ``--gc-grace``): see :meth:`Node.collect_garbage` and ``storage.py``.
@@ -117,9 +118,9 @@ class Node:
         self._apps: dict[str, LoadedApp] = {}
         self._peer_read_waits: dict[str, int] = {}  # membership's totals at the last scrape
         self._last_record: dict[str, AppRecord | None] = {}
+        """The record of each app as this node's last reconcile found it."""
         self._waiting: set[str] = set()
         """Apps not run for --max-apps, run when another app is undeployed."""
-        """The record of each app as this node's last reconcile found it."""
         self._deploy_lock = asyncio.Lock()
         self._app_locks: dict[str, asyncio.Lock] = {}
         self._cap = InstanceCap(config.max_instances)
@@ -294,7 +295,6 @@ class Node:
             return True
         if loaded is not None and _same_version(loaded.record, record):
             loaded.record = record  # only the history changed (Registry.keep): no reload
-            self._apps_changed()
             return True
         try:
             compiled = await self._module_for(record)
