@@ -422,6 +422,8 @@ class EpochTicker:
         self._engine = engine
         self._tick = tick
         self.running = 0
+        self.ticks = 0
+        """Epoch increments so far (written by the ticker thread only)."""
         self._busy = threading.Event()
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="assemblex-epoch", daemon=True)
@@ -434,6 +436,7 @@ class EpochTicker:
             self._busy.wait()
             time.sleep(self._tick)
             increment()
+            self.ticks += 1
             if self.running:
                 idle = 0
                 continue
