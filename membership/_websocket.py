@@ -5,6 +5,12 @@ This is how the daemon can carry the peer protocol on its HTTP port: mount
 `WebSocketTransport` to dial ``ws://host:port/peer``. `WebSocketTransport.serve` runs a small
 aiohttp site of its own, for standalone use and for the conformance suite.
 
+TLS: a transport given an ``ssl`` context dials ``wss://`` addresses only, with that context
+(which verifies the server's certificate unless the caller made it not to); one without dials
+``ws://`` only. Addresses come from peers, so a transport that refused neither would let any
+peer move a link to plain text by advertising ``ws://``. The server side is the application's
+own site (its ``ssl_context``), or ``server_ssl`` for `serve`.
+
 aiohttp enforces the frame limit on receipt (``max_msg_size``): an oversized message makes it
 close the websocket with code 1009, which becomes `RemoteProtocolError` here. A text message
 is a protocol error too: frames are binary.
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl as _ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -112,25 +119,34 @@ def websocket_handler(
 
 
 class WebSocketTransport:
-    """Frames over websockets, addressed as ``ws://host:port/path``.
+    """Frames over websockets, addressed as ``ws://host:port/path`` (``wss://`` with ``ssl``).
 
     Args:
         max_frame: the frame size limit, both ways.
-        connect_timeout: limit on the HTTP upgrade.
+        connect_timeout: limit on the HTTP upgrade (the TLS handshake included).
         path: the route `serve` answers on.
+        ssl: the client context of TLS links: with it the transport dials ``wss://``
+            addresses only, without it ``ws://`` only. ``ssl.create_default_context()``
+            verifies peers against the system's trust store; ``cafile=`` for a private CA.
+        server_ssl: the server context `serve` listens with, given with ``ssl`` (a transport
+            with ``ssl`` alone dials but cannot `serve`).
     """
-
-    scheme = "ws"
 
     def __init__(
         self,
         max_frame: int = DEFAULT_MAX_FRAME,
         connect_timeout: float = 5.0,
         path: str = "/membership",
+        *,
+        ssl: _ssl.SSLContext | None = None,
+        server_ssl: _ssl.SSLContext | None = None,
     ) -> None:
         self.max_frame = max_frame
         self.connect_timeout = connect_timeout
         self.path = path
+        self.ssl = ssl
+        self.server_ssl = server_ssl
+        self.scheme = "wss" if ssl is not None else "ws"
 
     async def connect(self, address: str) -> Channel:
         split_address(address, self.scheme)
@@ -142,6 +158,7 @@ class WebSocketTransport:
                     max_msg_size=self.max_frame + 1,  # aiohttp refuses len >= limit
                     timeout=aiohttp.ClientWSTimeout(ws_close=_CLOSE_TIMEOUT),
                     autoping=True,
+                    ssl=self.ssl if self.ssl is not None else True,
                 )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             await session.close()
@@ -151,13 +168,15 @@ class WebSocketTransport:
     @contextlib.asynccontextmanager
     async def serve(self, address: str, handler: ChannelHandler) -> AsyncIterator[str]:
         host, port = split_address(address, self.scheme)
+        if (self.ssl is None) != (self.server_ssl is None):
+            raise LocalProtocolError("serve needs both ssl and server_ssl, or neither")
         app = web.Application()
         app.router.add_get(self.path, websocket_handler(handler, self.max_frame))
         runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
         await runner.setup()
         try:
-            await web.TCPSite(runner, host, port).start()
+            await web.TCPSite(runner, host, port, ssl_context=self.server_ssl).start()
             bound = runner.addresses[0][1]
-            yield f"ws://{host}:{bound}{self.path}"
+            yield f"{self.scheme}://{host}:{bound}{self.path}"
         finally:
             await runner.cleanup()
