@@ -25,6 +25,7 @@ from .client import DEFAULT_URL, Client, ClientError
 from .config import Config
 from .errors import AssemblexError
 from .logs import FORMATS, setup_logging
+from .tls import NodeTLS, TLSError, client_context
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -105,6 +106,15 @@ def _add_url(p: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
         default=environ.get("ASSEMBLEX_URL", DEFAULT_URL),
         help="base URL of the node (default: $ASSEMBLEX_URL or %(default)s)",
     )
+    ca = environ.get("ASSEMBLEX_TLS_CA")
+    p.add_argument(
+        "--tls-ca",
+        metavar="FILE",
+        type=Path,
+        default=Path(ca) if ca else None,
+        help="PEM bundle of the CAs trusted for an https:// URL (default: $ASSEMBLEX_TLS_CA,"
+        " else the system's trust store)",
+    )
 
 
 def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
@@ -160,7 +170,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         action="append",
         default=[],
         metavar="URL",
-        help="HTTP URL of a node to join through (repeatable)",
+        help="URL of a node to join through, https:// with --tls-cert (repeatable)",
     )
     cluster.add_argument(
         "--no-mdns",
@@ -178,6 +188,27 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "--insecure",
         action="store_true",
         help="allow listening beyond loopback without a cluster key",
+    )
+    tls = run.add_argument_group(
+        "TLS", "Serve the port over HTTPS and dial peers over TLS only (wss://, https://)."
+    )
+    tls.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="PEM certificate (chain) of this node; it must name the host peers dial",
+    )
+    tls.add_argument(
+        "--tls-key", metavar="FILE", type=Path, default=None, help="unencrypted PEM key of it"
+    )
+    tls.add_argument(
+        "--tls-ca",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="PEM bundle of the CAs whose certificates peers must have (a private cluster CA;"
+        " default: the system's trust store)",
     )
     host = run.add_argument_group("guests")
     host.add_argument(
@@ -327,6 +358,7 @@ def config_from_args(ns: argparse.Namespace, environ: Mapping[str, str] | None =
             f"listening on {ns.host} reaches beyond this machine: give --cluster-key K so that"
             " only nodes that know it can join, or --insecure to run an open cluster"
         )
+    _check_tls_flags(ns)
     return Config(
         host=ns.host,
         port=port,
@@ -336,6 +368,9 @@ def config_from_args(ns: argparse.Namespace, environ: Mapping[str, str] | None =
         mdns=ns.mdns,
         cluster_key=ns.cluster_key,
         insecure=ns.insecure,
+        tls_cert=ns.tls_cert,
+        tls_key=ns.tls_key,
+        tls_ca=ns.tls_ca,
         token=ns.token,
         call_token=ns.call_token,
         redis_urls=tuple(ns.redis_url),
@@ -351,6 +386,25 @@ def config_from_args(ns: argparse.Namespace, environ: Mapping[str, str] | None =
         gc_grace=ns.gc_grace,
         log_format=ns.log_format,
     )
+
+
+def _check_tls_flags(ns: argparse.Namespace) -> None:
+    """The TLS flags go together, and the --join URLs have this node's scheme."""
+    if ns.tls_cert is not None and ns.tls_key is None:
+        raise ValueError("--tls-cert needs --tls-key, the private key of the certificate")
+    if ns.tls_key is not None and ns.tls_cert is None:
+        raise ValueError("--tls-key needs --tls-cert, the certificate of the key")
+    tls = ns.tls_cert is not None
+    if ns.tls_ca is not None and not tls:
+        raise ValueError("--tls-ca is for a node that serves TLS: give --tls-cert and --tls-key")
+    for url in ns.join:
+        if tls and not url.startswith(("https://", "wss://")):
+            raise ValueError(f"--join {url}: a node that serves TLS joins through https:// URLs")
+        if not tls and url.startswith(("https://", "wss://")):
+            raise ValueError(
+                f"--join {url}: joining a TLS cluster needs --tls-cert and --tls-key"
+                " (a cluster is all TLS or all plain)"
+            )
 
 
 def _is_loopback(host: str) -> bool:
@@ -374,8 +428,20 @@ def _port_from_env(text: str | None) -> int:
 # -- run -----------------------------------------------------------------------------------------
 
 
-async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
-    """Run a node and its HTTP API until ``stop`` is set (or SIGINT/SIGTERM when it is None)."""
+def load_tls(config: Config) -> NodeTLS | None:
+    """The TLS contexts of ``config``, None when it serves plain HTTP. Raises TLSError."""
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    return NodeTLS.load(config.tls_cert, config.tls_key, config.tls_ca)
+
+
+async def serve(
+    config: Config, stop: asyncio.Event | None = None, tls: NodeTLS | None = None
+) -> int:
+    """Run a node and its HTTP API until ``stop`` is set (or SIGINT/SIGTERM when it is None).
+
+    ``tls``: the contexts of a config with a certificate (``load_tls``; loaded here when None).
+    """
     # Imported here so that the client subcommands start without loading the runtime.
     from aiohttp import web
 
@@ -383,6 +449,8 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
     from .cluster import Cluster
     from .node import Node
 
+    if tls is None:
+        tls = load_tls(config)
     if stop is None:
         stop = asyncio.Event()
         _stop_on_signals(stop)
@@ -395,7 +463,13 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
         await runner.setup()
         try:
             # A deep accept queue: bursts of thousands of new connections are expected.
-            site = web.TCPSite(runner, config.host, config.port, backlog=4096)
+            site = web.TCPSite(
+                runner,
+                config.host,
+                config.port,
+                backlog=4096,
+                ssl_context=tls.server if tls is not None else None,
+            )
             try:
                 await site.start()
             except OSError as e:
@@ -404,7 +478,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
             url = _listen_url(runner, config)
             node.url = url
             log.info("assemblexd %s listening on %s", config.node_name, url, extra={"url": url})
-            async with Cluster(node):
+            async with Cluster(node, ssl=tls.client if tls is not None else None):
                 await stop.wait()
                 log.info("shutting down")
         finally:
@@ -437,12 +511,13 @@ def _listen_url(runner: web.AppRunner, config: Config) -> str:
 def _run(ns: argparse.Namespace) -> int:
     try:
         config = config_from_args(ns)
-    except ValueError as e:
+        tls = load_tls(config)  # read and checked before anything starts
+    except ValueError as e:  # TLSError included
         print(f"assemblexd run: error: {e}", file=sys.stderr)
         return 2
     setup_logging(config.log_format)
     try:
-        return asyncio.run(serve(config))
+        return asyncio.run(serve(config, tls=tls))
     except KeyboardInterrupt:
         return 130
     except (AssemblexError, OSError) as e:
@@ -455,7 +530,11 @@ def _run(ns: argparse.Namespace) -> int:
 
 
 async def _client_command(ns: argparse.Namespace) -> int:
-    async with Client(ns.url) as client:
+    try:
+        ssl = client_context(ns.tls_ca) if ns.tls_ca is not None else None
+    except TLSError as e:
+        raise ClientError(str(e), code="local") from None
+    async with Client(ns.url, ssl=ssl) as client:
         if ns.command == "deploy":
             rec = await client.deploy(
                 ns.file, name=ns.name, capabilities=ns.capabilities, token=ns.token

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl as _ssl
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -19,6 +20,9 @@ import aiohttp
 __all__ = ["DEFAULT_URL", "Client", "ClientError"]
 
 DEFAULT_URL = "http://127.0.0.1:4000"
+
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH.
+_NAME_MISMATCH = (62, 64)
 
 
 class ClientError(Exception):
@@ -43,15 +47,23 @@ class Client:
     Args:
         url: base URL of the node, such as ``http://127.0.0.1:4000``.
         timeout: total seconds per request.
+        ssl: the context that verifies an ``https://`` node (``tls.client_context(ca)``);
+            None verifies against the system's trust store. Verification is never off.
     """
 
-    def __init__(self, url: str = DEFAULT_URL, *, timeout: float = 300.0) -> None:
+    def __init__(
+        self, url: str = DEFAULT_URL, *, timeout: float = 300.0, ssl: _ssl.SSLContext | None = None
+    ) -> None:
         self.url = url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._ssl = ssl
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Client:
-        self._session = aiohttp.ClientSession(timeout=self._timeout)
+        self._session = aiohttp.ClientSession(
+            timeout=self._timeout,
+            connector=aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else True),
+        )
         return self
 
     async def __aexit__(
@@ -83,6 +95,13 @@ class Client:
                 if resp.status >= 400:
                     raise _error_from(resp.status, resp.reason, body)
                 return body, resp.content_type
+        except aiohttp.ClientConnectorCertificateError as e:
+            err = e.certificate_error
+            if getattr(err, "verify_code", None) in _NAME_MISMATCH:
+                hint = "the node's certificate does not name the host of the URL"
+            else:
+                hint = "give --tls-ca with the CA that signed the node's certificate"
+            raise ClientError(f"cannot reach {self.url}: {err} ({hint})", code="unreachable") from e
         except aiohttp.ClientConnectorError as e:
             reason = e.os_error.strerror or str(e.os_error)
             raise ClientError(f"cannot reach {self.url}: {reason}", code="unreachable") from e

@@ -6,6 +6,11 @@ Theory of operation
   node's own HTTP port (``GET /peer``), so a node needs one port. ``--join URL`` seeds and
   zeroconf discovery (``--no-mdns`` turns it off) give it contacts; the cluster key, when set,
   is proven by both ends of every peer link before anything else counts.
+* **TLS.** A node that serves TLS (``--tls-cert``) advertises ``https://`` and dials its
+  peers at ``wss://`` and fetches modules over ``https://`` only, verifying certificates with
+  the client context it is given (``--tls-ca``, or the system's store); a plain node dials
+  ``ws://`` and ``http://`` only. A cluster is all TLS or all plain: a member whose URL has
+  the other scheme is one this node cannot reach.
 * **Sync.** The replica's anti-entropy core (``crdt.AntiEntropy``) treats the active view as its
   peers: a neighbour that comes up is sent our digest at once (a restarted or new node catches up
   that way), fresh local writes are pushed to every neighbour and forwarded onwards, and a
@@ -28,6 +33,7 @@ import contextlib
 import json
 import logging
 import random
+import ssl
 import time
 from collections.abc import Callable
 from functools import partial
@@ -68,13 +74,28 @@ def peer_address(url: str) -> str:
 
 
 class Cluster:
-    """Everything a node does with other nodes. ``async with Cluster(node):`` once it listens."""
+    """Everything a node does with other nodes. ``async with Cluster(node):`` once it listens.
 
-    def __init__(self, node: Node, *, sync: crdt.SyncConfig | None = None) -> None:
+    Args:
+        node: the node, its ``url`` set to where it listens.
+        sync: the anti-entropy settings (defaults when None).
+        ssl: the client context of a node that serves TLS: peers are dialled over ``wss://``
+            and modules fetched over ``https://`` with it, and only so. None for a plain node.
+    """
+
+    def __init__(
+        self,
+        node: Node,
+        *,
+        sync: crdt.SyncConfig | None = None,
+        ssl: ssl.SSLContext | None = None,
+    ) -> None:
         self.node = node
         config = node.config
         key = config.cluster_key.encode() if config.cluster_key else None
-        self.transport = membership.WebSocketTransport(path=PEER_PATH)
+        self._ssl = ssl
+        self._blob_scheme = "https://" if ssl is not None else "http://"
+        self.transport = membership.WebSocketTransport(path=PEER_PATH, ssl=ssl)
         self.membership = membership.Node(
             membership.NodeConfig(
                 node_id=node.id,
@@ -103,9 +124,13 @@ class Cluster:
         events = self.membership.events()  # before the node starts: no event is missed
         await self._stack.enter_async_context(self.membership)
         self._session = await self._stack.enter_async_context(
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60, sock_connect=5))
+            aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=60, sock_connect=5),
+                connector=aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else True),
+            )
         )
         group = await self._stack.enter_async_context(asyncio.TaskGroup())
+
         def on_change(_key: str) -> None:
             loop.call_soon_threadsafe(self._wake.set)
 
@@ -297,6 +322,9 @@ class Cluster:
 
     async def _get_blob(self, url: str, sha256: str, limit: int) -> bytes:
         assert self._session is not None
+        if not url.startswith(self._blob_scheme):
+            # A TLS node fetches over TLS only, and a plain node cannot reach a TLS one.
+            raise FetchError(f"not an {self._blob_scheme} URL")
         headers = {}
         key = self.node.config.cluster_key
         if key:

@@ -30,6 +30,13 @@ class Config:
     """Shared secret peers prove to each other (security issue)."""
     insecure: bool = False
     """Allow listening beyond loopback without a cluster key (security issue)."""
+    tls_cert: Path | None = None
+    """PEM certificate (chain) the port is served with over TLS; given with ``tls_key``."""
+    tls_key: Path | None = None
+    """PEM private key of ``tls_cert``, unencrypted."""
+    tls_ca: Path | None = None
+    """PEM bundle of the CAs whose certificates this node trusts when it dials peers; None
+    trusts the system's store."""
     token: str | None = None
     """Bearer token required for deploy, undeploy and rollback; None leaves them open."""
     call_token: str | None = None
@@ -77,6 +84,11 @@ class Config:
         return f"{socket.gethostname()}:{self.port}"
 
     @property
+    def tls(self) -> bool:
+        """The node serves TLS (and so dials its peers over TLS only)."""
+        return self.tls_cert is not None
+
+    @property
     def url(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"

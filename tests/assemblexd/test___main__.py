@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+import ssl
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from assemblexd import __main__ as cli
 from assemblexd.__main__ import build_parser, config_from_args, main
@@ -135,7 +138,7 @@ def test_run_help_mentions_every_flag(capsys: pytest.CaptureFixture[str]) -> Non
         "--host", "--port", "--name", "--data-dir", "--join", "--no-mdns", "--cluster-key",
         "--insecure", "--token", "--redis-url", "--pool-size", "--max-instances",
         "--call-timeout", "--call-wall-timeout", "--max-memory", "--max-upload",
-        "--max-payload", "--log-format",
+        "--max-payload", "--log-format", "--tls-cert", "--tls-key", "--tls-ca",
     ):  # fmt: skip
         assert flag in out
     assert "$PORT" in out
@@ -158,12 +161,134 @@ def test_listening_beyond_loopback_needs_a_key_or_insecure() -> None:
     assert main(["run", "--host", "0.0.0.0", "--data-dir", "/nonexistent/x"]) == 2
 
 
+@pytest.fixture(scope="module")
+def pem(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A trustme CA and two certificates for 127.0.0.1 as PEM files: ca, cert, key, other_key,
+    and encrypted_key (the key of cert under a passphrase)."""
+    from cryptography.hazmat.primitives import serialization
+
+    root = tmp_path_factory.mktemp("pem")
+    ca = trustme.CA()
+    leaf, other = ca.issue_cert("127.0.0.1"), ca.issue_cert("127.0.0.1")
+    files = {name: root / f"{name}.pem" for name in ("ca", "cert", "key", "other_key")}
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    leaf.cert_chain_pems[0].write_to_path(str(files["cert"]))
+    leaf.private_key_pem.write_to_path(str(files["key"]))
+    other.private_key_pem.write_to_path(str(files["other_key"]))
+    key = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), None)
+    files["encrypted_key"] = root / "encrypted_key.pem"
+    files["encrypted_key"].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    return files
+
+
+def test_run_tls_flags(pem: dict[str, Path]) -> None:
+    config = run_config(
+        "--tls-cert", str(pem["cert"]),
+        "--tls-key", str(pem["key"]),
+        "--tls-ca", str(pem["ca"]),
+        "--join", "https://10.0.0.2:4000",
+        "--port", "4100",
+    )  # fmt: skip
+    assert (config.tls_cert, config.tls_key, config.tls_ca) == (pem["cert"], pem["key"], pem["ca"])
+    assert config.tls
+    assert config.url == "https://127.0.0.1:4100"
+    assert run_config("--port", "4100").url == "http://127.0.0.1:4100"
+    assert not run_config().tls
+
+    tls = cli.load_tls(config)
+    assert tls is not None
+    assert tls.server.minimum_version >= ssl.TLSVersion.TLSv1_2
+    assert tls.client.minimum_version >= ssl.TLSVersion.TLSv1_2
+    assert tls.client.check_hostname
+    assert tls.client.verify_mode == ssl.CERT_REQUIRED
+    assert cli.load_tls(run_config()) is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--tls-cert", "c.pem"], "--tls-cert needs --tls-key"),
+        (["--tls-key", "k.pem"], "--tls-key needs --tls-cert"),
+        (["--tls-ca", "ca.pem"], "--tls-ca is for a node that serves TLS"),
+        (["--join", "https://10.0.0.2:4000"], "needs --tls-cert and --tls-key"),
+        (["--join", "wss://10.0.0.2:4000/peer"], "needs --tls-cert and --tls-key"),
+        (
+            ["--tls-cert", "c.pem", "--tls-key", "k.pem", "--join", "http://10.0.0.2:4000"],
+            "joins through https://",
+        ),
+        (
+            ["--tls-cert", "c.pem", "--tls-key", "k.pem", "--join", "10.0.0.2:4000"],
+            "joins through https://",
+        ),
+    ],
+)
+def test_tls_flags_that_do_not_go_together(argv: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run_config(*argv)
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        (("missing", "key", None), "--tls-cert {missing}: No such file or directory"),
+        (("cert", "dir", None), "--tls-key {dir}: Is a directory"),
+        (("cert", "other_key", None), "--tls-key {other_key} is not the key of --tls-cert {cert}"),
+        (("key", "key", None), "--tls-cert {key} holds no PEM certificate"),
+        (("cert", "cert", None), "--tls-key {cert} holds no PEM private key"),
+        (("cert", "encrypted_key", None), "--tls-key {encrypted_key} is encrypted"),
+        (("cert", "key", "missing"), "--tls-ca {missing}: No such file or directory"),
+        (("cert", "key", "key"), "--tls-ca {key} holds no PEM certificate"),
+    ],
+)
+def test_run_refuses_tls_files_it_cannot_use(
+    files: tuple[str, str, str | None],
+    message: str,
+    pem: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    paths = {**pem, "missing": tmp_path / "missing.pem", "dir": tmp_path}
+    cert, key, ca = files
+    argv = ["run", "--data-dir", str(tmp_path / "data"), "--no-mdns"]
+    argv += ["--tls-cert", str(paths[cert]), "--tls-key", str(paths[key])]
+    if ca is not None:
+        argv += ["--tls-ca", str(paths[ca])]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("assemblexd run: error: ")
+    assert message.format(**paths) in err
+    assert not (tmp_path / "data").exists()
+
+
 def test_client_url_defaults() -> None:
     for command in (["deploy", "f.wasm"], ["call", "app"], ["apps"], ["status"]):
         assert build_parser({}).parse_args(command).url == "http://127.0.0.1:4000"
         env = {"ASSEMBLEX_URL": "http://10.1.2.3:4001"}
         assert build_parser(env).parse_args(command).url == "http://10.1.2.3:4001"
         assert build_parser(env).parse_args([*command, "--url", "http://x:1"]).url == "http://x:1"
+
+
+def test_client_tls_ca() -> None:
+    for command in (["deploy", "f.wasm"], ["call", "app"], ["apps"], ["status"]):
+        assert build_parser({}).parse_args(command).tls_ca is None
+        env = {"ASSEMBLEX_TLS_CA": "/etc/assemblex/ca.pem"}
+        assert build_parser(env).parse_args(command).tls_ca == Path("/etc/assemblex/ca.pem")
+        argv = [*command, "--tls-ca", "my-ca.pem"]
+        assert build_parser(env).parse_args(argv).tls_ca == Path("my-ca.pem")
+
+
+def test_client_command_with_a_ca_it_cannot_use(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "ca.pem"
+    assert main(["apps", "--url", "https://127.0.0.1:9", "--tls-ca", str(missing)]) == 1
+    assert f"assemblexd apps: error: --tls-ca {missing}: No such file" in capsys.readouterr().err
 
 
 def test_call_args() -> None:

@@ -11,6 +11,10 @@ remote daemon's state can tell (its member list, which record won) goes through 
 one polling loop here: a bounded deadline and a short interval. Every line a daemon wrote is
 kept in ``<base_dir>/<name>.log`` across restarts; ``log_tails`` is for failure reports.
 
+TLS: a ``Daemon`` (or every node of a ``LocalCluster``) given ``tls``, the client context that
+trusts its certificate, is reached at ``https://``; its certificate and the other ``run`` flags
+it needs go in ``args``.
+
 ``tagged_guest(tag)`` builds a waPC module that answers ``tag`` to every call (after sleeping
 ``payload`` ms through the host when the payload is not empty): every tag is another module,
 with its own sha256, and a call tells which version a node serves.
@@ -24,6 +28,7 @@ import json
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -72,11 +77,15 @@ def http(
     body: bytes | None = None,
     headers: dict[str, str] | None = None,
     timeout: float = HTTP_TIMEOUT,
+    context: ssl.SSLContext | None = None,
 ) -> tuple[int, bytes]:
-    """Status and body of one request; HTTP errors are answers, not exceptions."""
+    """Status and body of one request; HTTP errors are answers, not exceptions.
+
+    ``context`` verifies an ``https://`` server (None: the system's trust store).
+    """
     req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
@@ -178,15 +187,29 @@ class Daemon:
 
     The port and the data dir stay the same across restarts, so a restarted node is the same
     member (same node id, same URL) to its peers.
+
+    ``args`` are more ``run`` flags. ``tls``, the client context that verifies the daemon's
+    certificate, makes its URL ``https://`` (the certificate itself goes in ``args``).
     """
 
-    def __init__(self, name: str, data_dir: Path, log_path: Path, join: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        name: str,
+        data_dir: Path,
+        log_path: Path,
+        join: Sequence[str] = (),
+        *,
+        args: Sequence[str] = (),
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.name = name
         self.data_dir = data_dir
         self.log_path = log_path
         self.join = list(join)
+        self.args = list(args)
+        self.tls = tls
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls is not None else 'http'}://127.0.0.1:{self.port}"
         self.lines: list[str] = []
         """Every line of the current process; a restart starts a new list."""
         self.proc: subprocess.Popen[str] | None = None
@@ -207,6 +230,7 @@ class Daemon:
             "--no-mdns",
             "--log-format", "json",
             *(arg for url in self.join for arg in ("--join", url)),
+            *self.args,
         ]  # fmt: skip
         with self._cond:
             self.lines = []
@@ -328,7 +352,9 @@ class Daemon:
     # -- HTTP -------------------------------------------------------------------------------
 
     def get_json(self, path: str) -> Any:
-        status, body = http("GET", self.url + path, headers={"Accept": "application/json"})
+        status, body = http(
+            "GET", self.url + path, headers={"Accept": "application/json"}, context=self.tls
+        )
         if status != 200:
             raise NodeError(f"{self.name} GET {path}: {status} {body[:300]!r}")
         return json.loads(body)
@@ -338,7 +364,7 @@ class Daemon:
         return data
 
     def call(self, app: str, op: str = "main", payload: bytes = b"") -> tuple[int, bytes]:
-        return http("POST", f"{self.url}/call/{app}/{op}", payload)
+        return http("POST", f"{self.url}/call/{app}/{op}", payload, context=self.tls)
 
     def deploy(self, app: str, wasm: bytes) -> dict[str, Any]:
         """``POST /deploy`` of a raw module; the 201 answer."""
@@ -347,6 +373,7 @@ class Daemon:
             f"{self.url}/deploy?name={app}",
             wasm,
             {"Content-Type": "application/wasm"},
+            context=self.tls,
         )
         if status != 201:
             raise NodeError(f"deploy of {app} on {self.name}: {status} {body[:300]!r}")
@@ -362,14 +389,28 @@ class Daemon:
 
 
 class LocalCluster:
-    """Daemons named node0, node1, ... under ``base_dir``; node0 is everyone's --join seed."""
+    """Daemons named node0, node1, ... under ``base_dir``; node0 is everyone's --join seed.
 
-    def __init__(self, base_dir: Path) -> None:
+    ``args`` and ``tls`` are every node's (see ``Daemon``); ``add`` can override them.
+    """
+
+    def __init__(
+        self, base_dir: Path, *, args: Sequence[str] = (), tls: ssl.SSLContext | None = None
+    ) -> None:
         self.base_dir = base_dir
+        self.args = list(args)
+        self.tls = tls
         self.nodes: list[Daemon] = []
 
-    def add(self, *, join: Daemon | None = None) -> Daemon:
-        """Create (not start) the next node, joining through ``join`` (default node0)."""
+    def add(
+        self,
+        *,
+        join: Daemon | None = None,
+        args: Sequence[str] | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> Daemon:
+        """Create (not start) the next node, joining through ``join`` (default node0), with
+        ``args`` and ``tls`` (default: the cluster's)."""
         name = f"node{len(self.nodes)}"
         seed = join if join is not None else (self.nodes[0] if self.nodes else None)
         daemon = Daemon(
@@ -377,6 +418,8 @@ class LocalCluster:
             self.base_dir / name,
             self.base_dir / f"{name}.log",
             join=[seed.url] if seed is not None else [],
+            args=self.args if args is None else args,
+            tls=self.tls if tls is None else tls,
         )
         self.nodes.append(daemon)
         return daemon
