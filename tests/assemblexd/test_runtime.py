@@ -402,6 +402,24 @@ async def test_metrics(node: Node, wat: Wat) -> None:
     assert 'assemblex_call_seconds_bucket{app="echo",le="+Inf"} 3.0' in text
 
 
+async def test_host_call_metrics(node: Node, wat: Wat) -> None:
+    await node.deploy("hc", wat("hostcall"))
+    text = node.metrics_text().decode()
+    for namespace in ("host", "kv", "redis", "call", "other"):  # shown from 0
+        assert f'assemblex_host_calls_total{{namespace="{namespace}"}} 0.0' in text
+    await node.call("hc", "main", hostcall("", "host", "echo", b"x"))
+    await node.call("hc", "main", hostcall("k", "kv", "set", b"v"))
+    await node.call("hc", "main", hostcall("k", "kv", "get"))
+    for junk in ("files", "net"):  # namespace names come from guests: one label for all
+        with pytest.raises(GuestError):
+            await node.call("hc", "main", hostcall("", junk, "open"))
+    text = node.metrics_text().decode()
+    assert 'assemblex_host_calls_total{namespace="host"} 1.0' in text
+    assert 'assemblex_host_calls_total{namespace="kv"} 2.0' in text
+    assert 'assemblex_host_calls_total{namespace="other"} 2.0' in text
+    assert 'namespace="files"' not in text
+
+
 async def test_apps_per_node_limit(tmp_path: Path, wat: Wat) -> None:
     async with Node(Config(data_dir=tmp_path, max_apps=2)) as node:
         await node.deploy("a", wat("echo"))
