@@ -118,6 +118,7 @@ def node(tmp_path: Path, pki: Pki) -> Iterator[Daemon]:
         daemon.kill()
 
 
+@pytest.mark.timeout(120)  # a dozen CLI processes on a shared machine
 def test_api_and_cli_over_https(node: Daemon, pki: Pki, other_pki: Pki, tmp_path: Path) -> None:
     assert node.url.startswith("https://")
     assert http("GET", f"{node.url}/healthz", context=pki.context()) == (200, b'{"ok": true}')
@@ -268,6 +269,7 @@ def test_a_node_that_trusts_another_ca_stays_apart(
 # -- start-up errors ----------------------------------------------------------------------------
 
 
+@pytest.mark.timeout(120)  # a dozen CLI processes on a shared machine
 def test_bad_tls_setups_stop_the_daemon_at_start(tmp_path: Path, pki: Pki, other_pki: Pki) -> None:
     data = str(tmp_path / "data")
     cert, key, ca = str(pki.cert), str(pki.key), str(pki.ca_file)
