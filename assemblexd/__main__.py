@@ -17,12 +17,13 @@ import os
 import re
 import signal
 import sys
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .client import DEFAULT_URL, Client, ClientError
-from .config import Config
+from .config import WILDCARD_HOSTS, Config
 from .errors import AssemblexError
 from .logs import FORMATS, setup_logging
 from .tls import NodeTLS, TLSError, client_context
@@ -141,6 +142,13 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         type=_port,
         default=None,
         help=f"listen port (default: $PORT or {_DEFAULTS.port}; 0 picks a free one)",
+    )
+    net.add_argument(
+        "--advertise",
+        metavar="URL",
+        default=None,
+        help="URL peers reach this node at (default: made of --host and the port; with"
+        " --host 0.0.0.0, this machine's primary address)",
     )
     net.add_argument(
         "--name", metavar="N", default=None, help="name of this node (default: <hostname>:<port>)"
@@ -359,9 +367,12 @@ def config_from_args(ns: argparse.Namespace, environ: Mapping[str, str] | None =
             " only nodes that know it can join, or --insecure to run an open cluster"
         )
     _check_tls_flags(ns)
+    if ns.advertise is not None:
+        _check_advertise(ns.advertise, tls=ns.tls_cert is not None)
     return Config(
         host=ns.host,
         port=port,
+        advertise=ns.advertise,
         name=ns.name,
         data_dir=ns.data_dir,
         join=tuple(ns.join),
@@ -405,6 +416,19 @@ def _check_tls_flags(ns: argparse.Namespace) -> None:
                 f"--join {url}: joining a TLS cluster needs --tls-cert and --tls-key"
                 " (a cluster is all TLS or all plain)"
             )
+
+
+def _check_advertise(url: str, *, tls: bool) -> None:
+    scheme = "https" if tls else "http"
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme != scheme or not parts.hostname or port is None or parts.path not in ("", "/"):
+        raise ValueError(
+            f"--advertise {url}: give {scheme}://HOST:PORT, the address peers reach this node at"
+        )
 
 
 def _is_loopback(host: str) -> bool:
@@ -478,6 +502,17 @@ async def serve(
             url = _listen_url(runner, config)
             node.url = url
             log.info("assemblexd %s listening on %s", config.node_name, url, extra={"url": url})
+            if (
+                config.advertise is None
+                and config.host in WILDCARD_HOSTS
+                and _is_loopback(urllib.parse.urlsplit(url).hostname or "")
+            ):
+                log.warning(
+                    "listening on every interface, but this machine has no route beyond"
+                    " loopback: peers are told %s, which only this machine reaches;"
+                    " give --advertise URL",
+                    url,
+                )
             async with Cluster(node, ssl=tls.client if tls is not None else None):
                 await stop.wait()
                 log.info("shutting down")

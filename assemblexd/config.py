@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import socket
 from pathlib import Path
 
-__all__ = ["MIB", "Config"]
+__all__ = ["MIB", "WILDCARD_HOSTS", "Config", "primary_address"]
 
 MIB = 1024 * 1024
+
+WILDCARD_HOSTS = ("0.0.0.0", "", "::")
+"""Listen addresses that mean every interface."""
+
+
+def primary_address() -> str | None:
+    """This machine's primary IPv4 address: the source address of its route to a public
+    destination, or None without such a route. Nothing is sent (a UDP socket's ``connect``
+    only picks a route); the destination is TEST-NET-1, never a real host."""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("192.0.2.1", 9))
+        address = str(s.getsockname()[0])
+        if not address.startswith("127."):
+            return address
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +39,9 @@ class Config:
     """Human name of this node; defaults to ``<hostname>:<port>``."""
     data_dir: Path = Path("data")
     """Where modules, app records, the compiled-module cache and the local store live."""
+    advertise: str | None = None
+    """URL peers and clients are told to reach this node at; None: made of ``host`` and
+    ``port`` (see ``url``)."""
     join: tuple[str, ...] = ()
     """Seed URLs of other nodes to join (cluster issue)."""
     mdns: bool = True
@@ -79,8 +99,6 @@ class Config:
     def node_name(self) -> str:
         if self.name:
             return self.name
-        import socket
-
         return f"{socket.gethostname()}:{self.port}"
 
     @property
@@ -90,5 +108,13 @@ class Config:
 
     @property
     def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        """The URL peers and clients reach this node at: ``advertise``, else made of ``host``;
+        a wildcard ``host`` (every interface) stands for this machine's primary address."""
+        if self.advertise:
+            return self.advertise.rstrip("/")
+        host = self.host
+        if host in WILDCARD_HOSTS:
+            host = primary_address() or "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
         return f"{'https' if self.tls else 'http'}://{host}:{self.port}"

@@ -11,6 +11,7 @@ import pytest
 import trustme
 
 from assemblexd import __main__ as cli
+from assemblexd import config as cli_config
 from assemblexd.__main__ import build_parser, config_from_args, main
 from assemblexd.config import Config
 
@@ -29,6 +30,7 @@ def test_run_all_flags() -> None:
     config = run_config(
         "--host", "0.0.0.0",
         "--port", "4100",
+        "--advertise", "http://10.0.0.1:4100",
         "--name", "n1",
         "--data-dir", "/var/lib/assemblex",
         "--join", "http://10.0.0.2:4000",
@@ -51,6 +53,7 @@ def test_run_all_flags() -> None:
     assert config == Config(
         host="0.0.0.0",
         port=4100,
+        advertise="http://10.0.0.1:4100",
         name="n1",
         data_dir=Path("/var/lib/assemblex"),
         join=("http://10.0.0.2:4000", "http://10.0.0.3:4000"),
@@ -68,6 +71,22 @@ def test_run_all_flags() -> None:
         max_payload_mib=2,
         log_format="json",
     )
+
+
+def test_the_url_peers_are_told() -> None:
+    assert run_config("--port", "4100").url == "http://127.0.0.1:4100"
+    assert run_config("--host", "::1", "--port", "4100").url == "http://[::1]:4100"
+    advertised = run_config("--advertise", "http://node1.example:80/")
+    assert advertised.url == "http://node1.example:80"
+    # Every interface: this machine's primary address, not loopback, when it has one.
+    everywhere = run_config("--host", "0.0.0.0", "--insecure", "--port", "4100")
+    primary = cli_config.primary_address()
+    assert everywhere.url == f"http://{primary or '127.0.0.1'}:4100"
+    for bad in ("node1:4000", "ftp://node1:4000", "http://node1", "http://node1:4000/x"):
+        with pytest.raises(ValueError, match="--advertise"):
+            run_config("--advertise", bad)
+    with pytest.raises(ValueError, match="https://HOST:PORT"):
+        run_config("--advertise", "http://node1:4000", "--tls-cert", "c", "--tls-key", "k")
 
 
 def test_port_from_env() -> None:

@@ -130,6 +130,8 @@ class Lan:
             _ip(*h, "link", "set", "eth0", "up")
             _ip(*h, "link", "set", "lo", "up")
             _ip(*h, "route", "add", "224.0.0.0/4", "dev", "eth0")
+            # As a host on a LAN has: a node on every interface advertises this address.
+            _ip(*h, "route", "add", "default", "dev", "eth0")
 
     def split(self, side: list[int]) -> None:
         """Cut the hosts of ``side`` off from the others (they still reach each other)."""
@@ -367,6 +369,30 @@ def test_zeroconf_alone_makes_a_cluster(
     print(f"zeroconf: deployed on n0, running on n1 and n2 {took:.1f}s later")
     for d in nodes:  # a node that says it runs the app serves it at once
         assert d.call("hello") == (200, b"hello-from-n0"), f"{d.name}:\n{d.log_tail()}"
+
+
+@pytest.mark.timeout(180)
+def test_a_node_on_every_interface_advertises_its_address(
+    lan_cluster: Callable[..., tuple[Lan, list[Daemon]]],
+) -> None:
+    """n0 listens on 0.0.0.0 with no --advertise: peers are told its LAN address (not
+    127.0.0.1, which on another host is that host), so they can fetch its modules."""
+    seed = f"http://{address(0)}:{PORT}"
+    _, nodes = lan_cluster(
+        2, lambda i: ["--no-mdns", *(["--join", seed] if i else ["--host", "0.0.0.0"])]
+    )
+    n0, n1 = nodes
+    assert n0.get("/status")["node"]["url"] == seed
+    wait_until("n1 knows n0", lambda: n0.id in alive_members(n1), nodes, 60)
+    (member,) = [m for m in n1.get("/status")["members"] if m["id"] == n0.id]
+    assert member["url"] == seed
+    deployed = n0.deploy("hello", tagged_guest("hello-from-everywhere"))
+    wait_until(
+        "n1 fetched the module from n0 and runs it",
+        lambda: running(n1).get("hello") == deployed["version"],
+        nodes,
+    )
+    assert n1.call("hello") == (200, b"hello-from-everywhere")
 
 
 @pytest.mark.timeout(300)
