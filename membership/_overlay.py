@@ -126,7 +126,10 @@ class Overlay(Outputs):
     # --- protocol inputs -----------------------------------------------------------------
 
     def on_message(self, src: Peer, msg: CoreMessage, now: float) -> None:
-        """Apply a message received from authenticated peer `src`."""
+        """Apply a message received from authenticated peer `src` (never from this node
+        itself: a link to oneself is a misconfiguration, and no answer may go back to it)."""
+        if src == self.me:
+            return
         self._routes[type(msg)](src, msg, now)
 
     def _on_direct(self, src: Peer, msg: CoreMessage, now: float) -> None:

@@ -94,7 +94,9 @@ class Plumtree(Outputs):
         return msg_id
 
     def on_message(self, src: Peer, msg: CoreMessage, now: float) -> None:
-        """Apply a broadcast message from `src` (others are ignored)."""
+        """Apply a broadcast message from `src` (others, and any from this node, are ignored)."""
+        if src == self.me:
+            return
         match msg:
             case Gossip():
                 self._on_gossip(src, msg, now)

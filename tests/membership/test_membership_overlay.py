@@ -15,7 +15,7 @@ from membership import (
     Overlay,
     Peer,
 )
-from membership._messages import Direct, Disconnect, Gossip, IHave, Join, Neighbor
+from membership._messages import Direct, Disconnect, Gossip, Graft, IHave, Join, Neighbor
 
 A, B = peer("a"), peer("b")
 
@@ -66,3 +66,17 @@ def test_frozen_membership_runs_only_broadcast_timers(overlay: Overlay) -> None:
     assert graft_at is not None
     overlay.tick(1e9, membership=False)  # no shuffle, even long after one was due
     assert [type(m).__name__ for _, m in overlay.take_outbox()] == ["Graft"]
+
+
+def test_messages_from_this_node_itself_are_ignored(overlay: Overlay, me: Peer) -> None:
+    """Found by the fuzzer: a GRAFT "from" this node, for a message in the cache, was answered
+    to this node itself. No message from oneself counts, in any layer."""
+    overlay.on_message(A, Join(), 0.0)
+    msg_id = overlay.broadcast(b"payload", 0.0)
+    overlay.take_outbox()
+    overlay.take_events()
+    for msg in (Graft(msg_id, 0), Direct(b"x"), IHave(((msg_id, 0),)), Join(), Neighbor(True)):
+        overlay.on_message(me, msg, 0.1)
+    assert overlay.take_outbox() == []
+    assert overlay.take_events() == []
+    assert overlay.active_view() == (A,)
