@@ -17,6 +17,7 @@ import os
 import re
 import signal
 import sys
+import time
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -115,6 +116,14 @@ def _add_url(p: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
         default=Path(ca) if ca else None,
         help="PEM bundle of the CAs trusted for an https:// URL (default: $ASSEMBLEX_TLS_CA,"
         " else the system's trust store)",
+    )
+
+
+def _add_token(p: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+    p.add_argument(
+        "--token",
+        default=environ.get("ASSEMBLEX_TOKEN"),
+        help="deploy token, where the node requires one (default: $ASSEMBLEX_TOKEN)",
     )
 
 
@@ -318,11 +327,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         metavar="NS[,NS...]",
         help="host namespaces to grant (host, kv, redis, call; default: all)",
     )
-    deploy.add_argument(
-        "--token",
-        default=env.get("ASSEMBLEX_TOKEN"),
-        help="bearer token, where the node requires one (default: $ASSEMBLEX_TOKEN)",
-    )
+    _add_token(deploy, env)
     _add_url(deploy, env)
 
     call = sub.add_parser(
@@ -337,10 +342,38 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     data.add_argument(
         "--data-file", type=Path, default=None, metavar="F", help="payload file ('-' for stdin)"
     )
+    call.add_argument(
+        "--token",
+        default=env.get("ASSEMBLEX_CALL_TOKEN"),
+        help="call token, where the node requires one (default: $ASSEMBLEX_CALL_TOKEN)",
+    )
     _add_url(call, env)
 
-    apps = sub.add_parser("apps", help="list apps", description="List the apps a node knows.")
+    apps = sub.add_parser(
+        "apps",
+        help="list apps",
+        description="List the apps a node knows; with APP, that app's versions (current and"
+        " those a rollback goes back to, newest first).",
+    )
+    apps.add_argument("app", metavar="APP", nargs="?", default=None)
     _add_url(apps, env)
+
+    rollback = sub.add_parser(
+        "rollback",
+        help="roll an app back",
+        description="Make the previous version of an app current again, on every node (as a"
+        " new version); again goes one further back.",
+    )
+    rollback.add_argument("app", metavar="APP")
+    _add_token(rollback, env)
+    _add_url(rollback, env)
+
+    undeploy = sub.add_parser(
+        "undeploy", help="remove an app", description="Remove an app from every node."
+    )
+    undeploy.add_argument("app", metavar="APP")
+    _add_token(undeploy, env)
+    _add_url(undeploy, env)
 
     status = sub.add_parser(
         "status", help="show a node's status", description="Summarize a node's status."
@@ -580,11 +613,23 @@ async def _client_command(ns: argparse.Namespace) -> int:
             )
         elif ns.command == "call":
             payload = await asyncio.to_thread(_payload, ns)
-            out = await client.call(ns.app, ns.op, payload)
+            out = await client.call(ns.app, ns.op, payload, token=ns.token)
             sys.stdout.buffer.write(out)
             sys.stdout.buffer.flush()
+        elif ns.command == "apps" and ns.app is not None:
+            rec = await client.app(ns.app)
+            print(_format_apps([rec, *rec.get("history", [])], current=True))
         elif ns.command == "apps":
             print(_format_apps(await client.apps()))
+        elif ns.command == "rollback":
+            rec = await client.rollback(ns.app, token=ns.token)
+            print(
+                f"rolled {rec['name']} back: version {rec['version']} runs the module of an"
+                f" earlier one (sha256 {rec['sha256']})"
+            )
+        elif ns.command == "undeploy":
+            await client.undeploy(ns.app, token=ns.token)
+            print(f"undeployed {ns.app}")
         elif ns.command == "status":
             data = await client.status()
             print(json.dumps(data, indent=2) if ns.json else _format_status(data))
@@ -601,18 +646,38 @@ def _payload(ns: argparse.Namespace) -> bytes:
     return b""
 
 
-def _format_apps(apps: Sequence[Mapping[str, Any]]) -> str:
+def _format_apps(apps: Sequence[Mapping[str, Any]], *, current: bool = False) -> str:
+    """A table of app records; with ``current``, records of one app, the first one current
+    (marked ``*``), with where and when each was deployed."""
     if not apps:
         return "no apps deployed"
-    rows = [("NAME", "VERSION", "SIZE", "SHA256", "CAPABILITIES")]
-    for a in apps:
+    rows: list[tuple[str, ...]] = [("NAME", "VERSION", "SIZE", "SHA256", "CAPABILITIES")]
+    if current:
+        rows = [("", "VERSION", "SHA256", "DEPLOYED", "ON", "CAPABILITIES")]
+    for i, a in enumerate(apps):
+        caps = ",".join(a.get("capabilities", []))
+        if current:
+            when = a.get("deployed_at")
+            rows.append(
+                (
+                    "*" if i == 0 else "",
+                    str(a.get("version", "")),
+                    str(a.get("sha256", ""))[:12],
+                    time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
+                    if isinstance(when, int | float)
+                    else "?",
+                    str(a.get("origin", "")),
+                    caps,
+                )
+            )
+            continue
         rows.append(
             (
                 str(a.get("name", "")),
                 str(a.get("version", "")),
                 str(a.get("size", "")),
                 str(a.get("sha256", ""))[:12],
-                ",".join(a.get("capabilities", [])),
+                caps,
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

@@ -151,9 +151,14 @@ class Client:
         )
         return result
 
-    async def call(self, app: str, op: str = "main", data: bytes = b"") -> bytes:
-        """Run ``op`` of ``app`` with ``data`` as the payload; returns the response bytes."""
-        body, _ = await self._request("POST", f"/call/{_seg(app)}/{_seg(op)}", data=data)
+    async def call(
+        self, app: str, op: str = "main", data: bytes = b"", *, token: str | None = None
+    ) -> bytes:
+        """Run ``op`` of ``app`` with ``data`` as the payload; returns the response bytes.
+        ``token``: the call token, where the node requires one."""
+        body, _ = await self._request(
+            "POST", f"/call/{_seg(app)}/{_seg(op)}", data=data, headers=_auth(token)
+        )
         return body
 
     async def apps(self) -> list[dict[str, Any]]:
@@ -169,6 +174,13 @@ class Client:
     async def undeploy(self, name: str, *, token: str | None = None) -> None:
         """Remove an app from the cluster."""
         await self._request("DELETE", f"/apps/{_seg(name)}", headers=_auth(token))
+
+    async def rollback(self, name: str, *, token: str | None = None) -> dict[str, Any]:
+        """Make the previous version of an app current again; returns the new record."""
+        result: dict[str, Any] = await self._json(
+            "POST", f"/apps/{_seg(name)}/rollback", headers=_auth(token)
+        )
+        return result
 
     async def status(self) -> dict[str, Any]:
         """The node's ``/status`` JSON."""

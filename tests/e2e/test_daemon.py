@@ -233,6 +233,52 @@ def test_deploy_call_cli_and_restart(
     assert again.stop() == 0
 
 
+def test_cli_versions_rollback_undeploy_with_tokens(
+    tmp_path: Path, wat: Callable[[str], bytes], start_daemon: Callable[..., Daemon]
+) -> None:
+    """An app's life from the CLI on a node that wants both tokens: deploy twice, list the
+    versions, roll back, call, undeploy; without the tokens nothing changes."""
+    daemon = start_daemon(tmp_path / "data", "--token", "deploy-t", "--call-token", "call-t")
+    daemon.wait_listening()
+    url = daemon.url
+    files = []
+    for guest in ("echo", "host_echo"):
+        f = tmp_path / guest / "app.wasm"
+        f.parent.mkdir()
+        f.write_bytes(wat(guest))
+        files.append(f)
+    done = cli("deploy", str(files[0]), "--url", url)
+    assert done.returncode == 1
+    assert b"401" in done.stderr or b"token" in done.stderr
+    for f in files:
+        done = cli("deploy", str(f), "--url", url, "--token", "deploy-t")
+        assert done.returncode == 0, done.stderr
+    done = cli("apps", "app", "--url", url)
+    assert done.returncode == 0, done.stderr
+    rows = done.stdout.decode().splitlines()[1:]
+    assert len(rows) == 2
+    assert rows[0].split()[:2] == ["*", "2"]  # current first, marked
+    assert rows[1].split()[0] == "1"
+
+    assert cli("rollback", "app", "--url", url).returncode == 1  # no token: refused
+    assert json.loads(http("GET", f"{url}/apps/app")[1])["version"] == 2
+    done = cli("rollback", "app", "--url", url, "--token", "deploy-t")
+    assert done.returncode == 0, done.stderr
+    assert b"rolled app back: version 3" in done.stdout
+
+    done = cli("call", "app", "echo", "--data", "hi", "--url", url)
+    assert done.returncode == 1  # the call token is missing
+    done = cli("call", "app", "echo", "--data", "hi", "--url", url, "--token", "call-t")
+    assert (done.returncode, done.stdout) == (0, b"hi")  # echo.wat again: it has op echo
+
+    assert cli("undeploy", "app", "--url", url).returncode == 1
+    done = cli("undeploy", "app", "--url", url, "--token", "deploy-t")
+    assert (done.returncode, done.stdout) == (0, b"undeployed app\n")
+    done = cli("apps", "--url", url)
+    assert done.stdout == b"no apps deployed\n"
+    assert daemon.stop() == 0
+
+
 def test_port_in_use_exits_nonzero(tmp_path: Path, start_daemon: Callable[..., Daemon]) -> None:
     first = start_daemon(tmp_path / "a")
     first.wait_listening()
