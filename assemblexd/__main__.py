@@ -202,6 +202,14 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         help="shared secret every peer must prove (membership links and module fetches)",
     )
     cluster.add_argument(
+        "--accept-cluster-key",
+        action="append",
+        default=[],
+        metavar="K",
+        help="also accept peers that prove K, to change the cluster key one node at a time"
+        " (repeatable; see docs/operations.md)",
+    )
+    cluster.add_argument(
         "--insecure",
         action="store_true",
         help="allow listening beyond loopback without a cluster key",
@@ -399,6 +407,8 @@ def config_from_args(ns: argparse.Namespace, environ: Mapping[str, str] | None =
             f"listening on {ns.host} reaches beyond this machine: give --cluster-key K so that"
             " only nodes that know it can join, or --insecure to run an open cluster"
         )
+    if ns.accept_cluster_key and not ns.cluster_key:
+        raise ValueError("--accept-cluster-key needs --cluster-key, the key this node proves")
     _check_tls_flags(ns)
     if ns.advertise is not None:
         _check_advertise(ns.advertise, tls=ns.tls_cert is not None)
@@ -411,6 +421,7 @@ def config_from_args(ns: argparse.Namespace, environ: Mapping[str, str] | None =
         join=tuple(ns.join),
         mdns=ns.mdns,
         cluster_key=ns.cluster_key,
+        accepted_cluster_keys=tuple(ns.accept_cluster_key),
         insecure=ns.insecure,
         tls_cert=ns.tls_cert,
         tls_key=ns.tls_key,

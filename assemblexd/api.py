@@ -320,7 +320,11 @@ async def blob(request: web.Request) -> web.FileResponse:
     sha256 = request.match_info["sha256"]
     key = node.config.cluster_key
     if key and not check_blob_proof(
-        key, sha256, request.headers.get("Authorization", ""), time.time()
+        key,
+        sha256,
+        request.headers.get("Authorization", ""),
+        time.time(),
+        node.config.accepted_cluster_keys,
     ):
         raise Unauthorized("modules are served to peers that prove the cluster key")
     path = node.blob_path(sha256)

@@ -28,7 +28,11 @@ def blob_proof(key: str, sha256: str, now: float) -> str:
     return f"Assemblex ts={ts},mac={_mac(key, sha256, ts)}"
 
 
-def check_blob_proof(key: str, sha256: str, header: str, now: float) -> bool:
+def check_blob_proof(
+    key: str, sha256: str, header: str, now: float, accepted: tuple[str, ...] = ()
+) -> bool:
+    """Whether ``header`` proves ``key``, or one of the ``accepted`` keys (a key rotation),
+    for ``sha256`` within ``WINDOW`` seconds of ``now``."""
     scheme, _, params = header.partition(" ")
     if scheme != "Assemblex":
         return False
@@ -39,4 +43,8 @@ def check_blob_proof(key: str, sha256: str, header: str, now: float) -> bool:
         return False
     if abs(now - ts) > WINDOW:
         return False
-    return hmac.compare_digest(fields.get("mac", ""), _mac(key, sha256, ts))
+    given = fields.get("mac", "")
+    matched = False
+    for k in (key, *accepted):  # every key tried: the time says nothing about which matched
+        matched |= hmac.compare_digest(given, _mac(k, sha256, ts))
+    return matched

@@ -102,6 +102,7 @@ class Cluster:
                 advertise=peer_address(node.url),
                 join=tuple(peer_address(u) for u in config.join),
                 cluster_key=key,
+                accepted_keys=tuple(k.encode() for k in config.accepted_cluster_keys),
                 mdns=config.mdns,
             ),
             self.transport,

@@ -48,6 +48,8 @@ class Config:
     """Discover peers with zeroconf (cluster issue)."""
     cluster_key: str | None = None
     """Shared secret peers prove to each other (security issue)."""
+    accepted_cluster_keys: tuple[str, ...] = ()
+    """Other keys peers may prove, while the cluster changes keys (``--accept-cluster-key``)."""
     insecure: bool = False
     """Allow listening beyond loopback without a cluster key (security issue)."""
     tls_cert: Path | None = None

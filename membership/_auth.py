@@ -12,6 +12,10 @@ proof reflected back at it (the peer claiming to be that same node is refused an
 pass for another's. No key on both ends means an open cluster (empty proofs); a key on one end
 only is refused by both.
 
+Key rotation: a node proves with its own key and also accepts proofs made with the keys in
+``accepted`` (the old key while a cluster moves to a new one, or the new one before), so a
+cluster can change keys one node at a time without a split.
+
 This authenticates, it does not encrypt: frames after the handshake carry no MAC, so the key
 keeps strangers out of the overlay but does not protect a link against an active
 man-in-the-middle. Run peers on a private network (or under TLS) where that matters.
@@ -49,13 +53,19 @@ class Handshake:
         me: this node.
         key: the cluster key, or None for an open cluster.
         nonce: `NONCE_SIZE` fresh random bytes (``secrets.token_bytes``).
+        accepted: other keys a peer may prove (a key rotation); only with ``key``.
     """
 
-    def __init__(self, me: Peer, key: bytes | None, nonce: bytes) -> None:
+    def __init__(
+        self, me: Peer, key: bytes | None, nonce: bytes, accepted: tuple[bytes, ...] = ()
+    ) -> None:
         if len(nonce) != NONCE_SIZE:
             raise ValueError(f"nonce must be {NONCE_SIZE} bytes")
+        if accepted and key is None:
+            raise ValueError("accepted keys need a key of this node's own")
         self.me = me
         self._key = key
+        self._keys = () if key is None else (key, *accepted)
         self._nonce = nonce
         self._peer: Hello | None = None
 
@@ -101,7 +111,11 @@ class Handshake:
             if proof.mac:
                 raise AuthenticationError("unexpected proof in an open cluster")
             return hello.peer
-        expected = _mac(self._key, hello.peer, self._nonce, hello.nonce)
-        if not hmac.compare_digest(expected, proof.mac):
+        # Every key is tried (no early exit): the time taken says nothing about which matched.
+        matched = False
+        for key in self._keys:
+            expected = _mac(key, hello.peer, self._nonce, hello.nonce)
+            matched |= hmac.compare_digest(expected, proof.mac)
+        if not matched:
             raise AuthenticationError(f"{hello.peer} failed the cluster-key challenge")
         return hello.peer

@@ -106,6 +106,8 @@ class NodeConfig:
     """Seed addresses to join through, retried with backoff until one answers."""
     cluster_key: bytes | None = None
     """Shared secret for the HMAC challenge; None on every node means an open cluster."""
+    accepted_keys: tuple[bytes, ...] = ()
+    """Other keys a peer may prove, during a key rotation (needs ``cluster_key``)."""
     mdns: bool = False
     """Advertise and browse ``_assemblex._tcp.local.`` with zeroconf."""
     hyparview: HyParViewConfig = field(default_factory=HyParViewConfig)
@@ -143,6 +145,7 @@ class NodeConfig:
         _require(0 < self.keepalive_interval < self.keepalive_timeout, "0 < keepalive < timeout")
         _require(self.idle_timeout > 0 and self.connect_timeout > 0, "timeouts > 0")
         _require(self.send_queue >= 1, "send_queue >= 1")
+        _require(not self.accepted_keys or self.cluster_key is not None, "accepted_keys need a key")
         _require(self.peer_rate >= 0 and self.peer_burst >= 1, "peer_rate >= 0, peer_burst >= 1")
         _require(self.max_pending_direct >= 1, "max_pending_direct >= 1")
         _require(0 < self.seed_backoff <= self.seed_backoff_max, "0 < seed backoff <= max")

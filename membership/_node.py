@@ -327,7 +327,8 @@ class Node:
                     await self._wakeup.wait()
 
     async def _handshake(self, channel: Channel) -> Peer:
-        handshake = Handshake(self.me, self.config.cluster_key, secrets.token_bytes(32))
+        cfg = self.config
+        handshake = Handshake(self.me, cfg.cluster_key, secrets.token_bytes(32), cfg.accepted_keys)
         async with asyncio.timeout(self.config.connect_timeout):
             await channel.send(encode(handshake.hello()))
             hello = decode(await channel.receive())

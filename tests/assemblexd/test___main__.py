@@ -89,6 +89,15 @@ def test_the_url_peers_are_told() -> None:
         run_config("--advertise", "http://node1:4000", "--tls-cert", "c", "--tls-key", "k")
 
 
+def test_accepted_cluster_keys() -> None:
+    config = run_config(
+        "--cluster-key", "new", "--accept-cluster-key", "old", "--accept-cluster-key", "older"
+    )
+    assert (config.cluster_key, config.accepted_cluster_keys) == ("new", ("old", "older"))
+    with pytest.raises(ValueError, match="--accept-cluster-key needs --cluster-key"):
+        run_config("--accept-cluster-key", "old")
+
+
 def test_port_from_env() -> None:
     assert run_config(environ={"PORT": "5005"}).port == 5005
     assert run_config("--port", "6006", environ={"PORT": "5005"}).port == 6006

@@ -84,3 +84,21 @@ def test_blob_proof_rejects_garbage() -> None:
         assert not check_blob_proof("k", "ab" * 32, header, time.time())
     assert check_blob_proof("k", "ab" * 32, blob_proof("k", "ab" * 32, 1000.0), 1100.0)
     assert not check_blob_proof("k", "ab" * 32, blob_proof("k", "ab" * 32, 1000.0), 2000.0)
+
+
+async def test_blobs_during_a_key_rotation(
+    tmp_path: Path, aiohttp_client: MakeClient, wat: Wat
+) -> None:
+    """A node proving the new key and accepting the old serves peers that prove either."""
+    config = Config(
+        data_dir=tmp_path, mdns=False, cluster_key="new", accepted_cluster_keys=("old",)
+    )
+    async with Node(config) as node:
+        sha = (await node.deploy("echo", wat("echo"))).sha256
+        client = await aiohttp_client(create_app(node))
+        for key, status in (("new", 200), ("old", 200), ("third", 401)):
+            proof = blob_proof(key, sha, time.time())
+            resp = await client.get(f"/blobs/{sha}", headers={"Authorization": proof})
+            assert resp.status == status, key
+    assert check_blob_proof("new", sha, blob_proof("old", sha, 10.0), 10.0, ("old",))
+    assert not check_blob_proof("new", sha, blob_proof("old", sha, 10.0), 10.0)

@@ -72,3 +72,54 @@ def test_proof_before_hello_and_bad_nonces_are_refused() -> None:
         end.on_hello(Hello(B, secrets.token_bytes(32), True, 99))
     with pytest.raises(ValueError, match="nonce"):
         Handshake(A, None, b"short")
+
+
+# A key rotation, one node at a time: every node goes through these phases in order, and the
+# whole cluster finishes a phase before any node starts the next.
+OLD, NEW = b"old-key", b"new-key"
+PHASES = {
+    "old": (OLD, ()),
+    "old+accept-new": (OLD, (NEW,)),
+    "new+accept-old": (NEW, (OLD,)),
+    "new": (NEW, ()),
+}
+
+
+def shake_phases(a_phase: str, b_phase: str) -> tuple[Peer, Peer]:
+    (a_key, a_accepts), (b_key, b_accepts) = PHASES[a_phase], PHASES[b_phase]
+    left = Handshake(A, a_key, secrets.token_bytes(32), a_accepts)
+    right = Handshake(B, b_key, secrets.token_bytes(32), b_accepts)
+    left_proof = left.on_hello(right.hello())
+    right_proof = right.on_hello(left.hello())
+    return left.on_proof(right_proof), right.on_proof(left_proof)
+
+
+@pytest.mark.parametrize(
+    ("a_phase", "b_phase"),
+    [("old", "old+accept-new"), ("old+accept-new", "new+accept-old"), ("new+accept-old", "new")],
+)
+def test_nodes_in_neighbouring_phases_of_a_key_rotation_connect(a_phase: str, b_phase: str) -> None:
+    assert shake_phases(a_phase, b_phase) == (B, A)
+    assert shake_phases(b_phase, a_phase) == (B, A)
+
+
+@pytest.mark.parametrize(
+    ("a_phase", "b_phase"),
+    [("old", "new+accept-old"), ("old", "new"), ("old+accept-new", "new")],
+)
+def test_nodes_two_phases_apart_do_not(a_phase: str, b_phase: str) -> None:
+    """Why a phase must be finished everywhere first: the node behind refuses the new key."""
+    for left, right in ((a_phase, b_phase), (b_phase, a_phase)):
+        with pytest.raises(AuthenticationError):
+            shake_phases(left, right)
+
+
+def test_an_accepted_key_lets_in_only_peers_that_prove_one_of_the_keys() -> None:
+    left = Handshake(A, NEW, secrets.token_bytes(32), (OLD,))
+    right = Handshake(B, b"a-third-key", secrets.token_bytes(32))
+    left.on_hello(right.hello())
+    right_proof = right.on_hello(left.hello())
+    with pytest.raises(AuthenticationError, match="failed the cluster-key challenge"):
+        left.on_proof(right_proof)
+    with pytest.raises(ValueError, match="need a key"):
+        Handshake(A, None, secrets.token_bytes(32), (OLD,))

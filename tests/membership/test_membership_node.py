@@ -124,6 +124,24 @@ async def test_seed_is_dialled_again_with_backoff_until_it_comes_up() -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
+async def test_a_key_rotation_keeps_neighbouring_phases_together(kind: str) -> None:
+    """Mid-rotation: ``a`` proves the new key and accepts the old, ``b`` the reverse; both
+    link. ``c``, still on the old key alone, links with ``b`` but refuses ``a``'s new key."""
+    old, new = b"old-key", b"new-key"
+    async with cluster(kind) as c:
+        a = await c.start("a", cluster_key=new, accepted_keys=(old,))
+        b = await c.start("b", join=[a.me.address], cluster_key=old, accepted_keys=(new,))
+        await c.wait_until(lambda: c.symmetric())
+        assert [p.id for p in a.active_view()] == ["b"]
+        behind = await c.start("c", join=[b.me.address], cluster_key=old)
+        await c.wait_until(lambda: b.me in behind.active_view() and behind.me in b.active_view())
+        # b forwards c's join to a, which dials c: c refuses a's proof of the new key.
+        await c.wait_until(lambda: behind.status()["refused"] >= 1)
+        assert a.me not in behind.active_view()
+        assert behind.me not in a.active_view()
+
+
+@pytest.mark.parametrize("kind", KINDS)
 async def test_wrong_key_and_no_key_are_kept_out(kind: str) -> None:
     async with cluster(kind) as c:
         a = await c.start("a", cluster_key=b"right")
