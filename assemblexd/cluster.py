@@ -199,6 +199,7 @@ class Cluster:
                 log.info("neighbour up: %s", peer)
                 await self._in_core(partial(core.add_peer, peer.id, now))
                 self._member_dirty.set()
+                self.node.peer_up()
             elif isinstance(event, membership.NeighborDown):
                 peer = event.peer
                 self._peers.pop(peer.id, None)

@@ -121,6 +121,7 @@ class Node:
         """The record of each app as this node's last reconcile found it."""
         self._waiting: set[str] = set()
         """Apps not run for --max-apps, run when another app is undeployed."""
+        self._peer_up = asyncio.Event()
         self._deploy_lock = asyncio.Lock()
         self._app_locks: dict[str, asyncio.Lock] = {}
         self._cap = InstanceCap(config.max_instances)
@@ -238,12 +239,32 @@ class Node:
             seen = self.registry.version(name)
             backoff = RETRY_FIRST
             while not await self._reconcile_once(name):
-                # The module could not be had yet: try again later, or at once on news.
-                with contextlib.suppress(TimeoutError):
-                    await self.replica.read(key, at_least=seen + 1, timeout=backoff)
+                # The module could not be had yet: try again later, at once when a peer
+                # comes up (it may have it), and go on with the newer record on news.
+                if await self._wait_for_news(key, seen, backoff):
                     break
                 backoff = min(backoff * 2, RETRY_MAX)
             await self.replica.read(key, at_least=seen + 1)
+
+    async def _wait_for_news(self, key: str, seen: int, backoff: float) -> bool:
+        """Wait until counter ``key`` passes ``seen`` (True), or a peer comes up or
+        ``backoff`` seconds pass (False)."""
+        read = asyncio.ensure_future(self.replica.read(key, at_least=seen + 1))
+        peer = asyncio.ensure_future(self._peer_up.wait())
+        try:
+            done, _ = await asyncio.wait(
+                (read, peer), timeout=backoff, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            read.cancel()
+            peer.cancel()
+        return read in done and not read.cancelled() and read.exception() is None
+
+    def peer_up(self) -> None:
+        """A peer came up (called by the cluster layer): supervisors waiting to retry a
+        module fetch retry now, instead of at the end of their backoff."""
+        self._peer_up.set()
+        self._peer_up = asyncio.Event()  # the waiters hold the set one
 
     async def _reconcile_quietly(self, name: str) -> None:
         await self._reconcile_once(name)

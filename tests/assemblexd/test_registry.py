@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from assemblexd import node as node_module
 from assemblexd.config import Config
 from assemblexd.errors import BadRequest, UnknownApp
 from assemblexd.node import Node
@@ -175,6 +176,25 @@ async def test_a_module_nobody_has_is_retried(tmp_path: Path, wat: Wat) -> None:
         await asyncio.sleep(0.2)
         assert b.running() == {}
         b.fetch_module = lambda r: _read(a, r)
+        await until(b, lambda: b.running() == {"echo": 1}, limit=10)
+
+
+async def test_a_peer_that_comes_up_cuts_the_fetch_backoff_short(
+    tmp_path: Path, wat: Wat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The only node with a module was away; when a peer comes up, the supervisors waiting
+    to retry a fetch retry at once rather than at the end of their backoff (here 60 s)."""
+    monkeypatch.setattr(node_module, "RETRY_FIRST", 60.0)
+    async with (
+        Node(Config(data_dir=tmp_path / "a", name="a")) as a,
+        Node(Config(data_dir=tmp_path / "b", name="b")) as b,
+    ):
+        await a.deploy("echo", wat("echo"))
+        sync(a, b)  # b has the record but cannot fetch the module: it backs off for 60 s
+        await asyncio.sleep(0.2)
+        assert b.running() == {}
+        b.fetch_module = lambda r: _read(a, r)
+        b.peer_up()
         await until(b, lambda: b.running() == {"echo": 1}, limit=10)
 
 
