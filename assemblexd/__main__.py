@@ -522,6 +522,8 @@ async def serve(
     if stop is None:
         stop = asyncio.Event()
         _stop_on_signals(stop)
+        if tls is not None:
+            _reload_tls_on_sighup(tls, config)
     async with Node(config) as node:
         # handler_cancellation: a client that goes away cancels its call (the guest stops at
         # the next tick and its instance is dropped) instead of running it to the end.
@@ -577,6 +579,23 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
     for s in sigs:
         loop.add_signal_handler(s, on_signal)
+
+
+def _reload_tls_on_sighup(tls: NodeTLS, config: Config) -> None:
+    """SIGHUP reads the certificate, key and CA files again (a renewed certificate)."""
+    cert, key = config.tls_cert, config.tls_key
+    assert cert is not None
+    assert key is not None
+
+    def on_sighup() -> None:
+        try:
+            tls.reload(cert, key, config.tls_ca)
+        except TLSError as e:
+            log.error("SIGHUP: kept the certificate in use: %s", e)
+        else:
+            log.info("SIGHUP: reloaded the TLS certificate from %s", config.tls_cert)
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_sighup)
 
 
 def _listen_url(runner: web.AppRunner, config: Config) -> str:

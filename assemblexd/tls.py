@@ -44,6 +44,20 @@ class NodeTLS:
         """Both contexts of a node. Raises TLSError on a file that cannot be used."""
         return cls(server=server_context(cert, key), client=client_context(ca))
 
+    def reload(self, cert: Path, key: Path, ca: Path | None) -> None:
+        """Read the files again, in place (the daemon does it on SIGHUP): connections made
+        from now on present the new certificate, open ones keep theirs, and the CAs of ``ca``
+        are trusted besides those already loaded (removing a CA takes a restart).
+
+        Every file is checked first, in fresh contexts: a file that cannot be used raises
+        TLSError and changes nothing.
+        """
+        server_context(cert, key)
+        client_context(ca)
+        self.server.load_cert_chain(cert, key, password=_no_password)
+        if ca is not None:
+            self.client.load_verify_locations(cafile=str(ca))
+
 
 def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     """A server context holding ``cert`` (PEM, the chain) and its private ``key`` (PEM).

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -99,6 +101,54 @@ def assemblexd(*argv: str, env: dict[str, str] | None = None) -> subprocess.Comp
 
 
 # -- one node: the API and the CLI over https -----------------------------------------------------
+
+
+def served_cert(port: int, context: ssl.SSLContext) -> bytes:
+    """The certificate (DER) a new TLS connection to 127.0.0.1:``port`` is shown."""
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+@pytest.mark.timeout(120)
+def test_sighup_reloads_a_renewed_certificate(tmp_path: Path) -> None:
+    pki = Pki(tmp_path / "pki", "renewed")
+    daemon = Daemon(
+        "tls-reload", tmp_path / "data", tmp_path / "tls-reload.log",
+        args=["--tls-cert", str(pki.cert), "--tls-key", str(pki.key)], tls=pki.context(),
+    )  # fmt: skip
+    daemon.start()
+    try:
+        daemon.wait_listening()
+        first = served_cert(daemon.port, pki.context())
+        assert first == ssl.PEM_cert_to_DER_cert(pki.cert.read_text())
+        # A renewed certificate (same CA, new key) written over the files, then SIGHUP.
+        leaf = pki.ca.issue_cert("127.0.0.1")
+        leaf.private_key_pem.write_to_path(str(pki.key))
+        for i, pem in enumerate(leaf.cert_chain_pems):
+            pem.write_to_path(str(pki.cert), append=i > 0)
+        renewed = ssl.PEM_cert_to_DER_cert(leaf.cert_chain_pems[0].bytes().decode())
+        assert renewed != first
+        mark = daemon.mark()
+        assert daemon.proc is not None
+        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.wait_log(lambda r: "reloaded the TLS certificate" in r.get("msg", ""), mark)
+        assert served_cert(daemon.port, pki.context()) == renewed
+        assert http("GET", f"{daemon.url}/healthz", context=pki.context())[0] == 200
+        # A broken file is refused and changes nothing: the renewed certificate stays.
+        pki.cert.write_text("not a certificate")
+        mark = daemon.mark()
+        daemon.proc.send_signal(signal.SIGHUP)
+        record = daemon.wait_log(lambda r: "kept the certificate" in r.get("msg", ""), mark)
+        assert record["level"] == "ERROR"
+        assert served_cert(daemon.port, pki.context()) == renewed
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
 
 
 @pytest.fixture
