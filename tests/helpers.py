@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import shutil
 import socket
 import subprocess
@@ -22,6 +23,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 WAT_DIR = REPO_ROOT / "guests" / "wat"
 
 REDIS_START_TIMEOUT = 5.0
+
+
+def daemon_env() -> dict[str, str]:
+    """The environment of a child ``python -m assemblexd``: this checkout importable, and
+    nothing from the shell that changes its defaults (``PORT``, ``ASSEMBLEX_*``)."""
+    env = {k: v for k, v in os.environ.items() if k != "PORT" and not k.startswith("ASSEMBLEX_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    return env
 
 
 def free_port() -> int:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import re
 import signal
 import ssl
@@ -40,7 +39,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import wasmtime
-from helpers import REPO_ROOT, free_port
+from helpers import REPO_ROOT, daemon_env, free_port
 
 __all__ = [
     "CONVERGE_TIMEOUT",
@@ -176,12 +175,6 @@ def tagged_guest(tag: str) -> bytes:
 # -- one daemon ----------------------------------------------------------------------------------
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PORT", "ASSEMBLEX_URL")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    return env
-
-
 class Daemon:
     """One ``assemblexd run`` process that can be stopped, killed and started again.
 
@@ -238,7 +231,7 @@ class Daemon:
         self.proc = subprocess.Popen(
             argv,
             cwd=REPO_ROOT,
-            env=_env(),
+            env=daemon_env(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -269,10 +262,12 @@ class Daemon:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def wait_listening(self) -> None:
-        """Wait for the "listening" log record (fails if the process exits first)."""
+    def wait_listening(self) -> dict[str, Any]:
+        """Wait for the "listening" log record, and return it (fails if the process exits
+        first, or announces another URL)."""
         record = self.wait_log(lambda r: "url" in r, since=0, timeout=START_TIMEOUT)
         assert record["url"] == self.url, record
+        return record
 
     def stop(self) -> int:
         """SIGTERM, and the exit status; kills it and fails if it does not stop in time."""

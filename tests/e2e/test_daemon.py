@@ -7,128 +7,42 @@ rather than polling the port.
 from __future__ import annotations
 
 import json
-import os
-import queue
 import select
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from helpers import REPO_ROOT, free_port
+from cluster import START_TIMEOUT, Daemon, http
+from helpers import REPO_ROOT, daemon_env
 
 pytestmark = pytest.mark.e2e
 
-START_TIMEOUT = 30.0
-STOP_TIMEOUT = 20.0
 CLI_TIMEOUT = 30.0
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PORT", "ASSEMBLEX_URL")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    return env
-
-
-class Daemon:
-    """``python -m assemblexd run`` on a free port, its stderr collected line by line."""
-
-    def __init__(self, data_dir: Path, *extra: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        argv = [
-            sys.executable, "-m", "assemblexd", "run",
-            "--port", str(self.port),
-            "--data-dir", str(data_dir),
-            "--name", "e2e-node",
-            "--no-mdns",
-            "--log-format", "json",
-            *extra,
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(
-            argv,
-            cwd=REPO_ROOT,
-            env=_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line.rstrip("\n"))
-            self._queue.put(line)
-        self._queue.put(None)
-
-    def log(self) -> str:
-        return "\n".join(self.lines)
-
-    def wait_listening(self) -> dict[str, Any]:
-        """The JSON log record announcing the URL; fails if the daemon exits first."""
-        while True:
-            try:
-                line = self._queue.get(timeout=START_TIMEOUT)
-            except queue.Empty:
-                pytest.fail(f"daemon did not start in {START_TIMEOUT}s:\n{self.log()}")
-            if line is None:
-                pytest.fail(f"daemon exited ({self.proc.wait()}) before listening:\n{self.log()}")
-            record: dict[str, Any] = json.loads(line)
-            if "url" in record:
-                return record
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            pytest.fail(f"daemon did not stop on SIGTERM in {STOP_TIMEOUT}s:\n{self.log()}")
-        self._reader.join(timeout=5)
-        return rc
-
-
 @pytest.fixture
-def start_daemon() -> Iterator[Callable[..., Daemon]]:
+def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+    """``start_daemon(data_dir, *flags)``: ``assemblexd run`` as ``e2e-node`` on a free port,
+    started (``wait_listening`` waits for it); killed at the end if still running."""
     started: list[Daemon] = []
 
     def start(data_dir: Path, *extra: str) -> Daemon:
-        daemon = Daemon(data_dir, *extra)
+        log = tmp_path / f"e2e-node-{len(started)}.log"
+        daemon = Daemon("e2e-node", data_dir, log, args=extra)
         started.append(daemon)
+        daemon.start()
         return daemon
 
     yield start
     for daemon in started:
-        if daemon.proc.poll() is None:
-            daemon.proc.kill()
-            daemon.proc.wait()
-
-
-def http(
-    method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None
-) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=CLI_TIMEOUT) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
+        daemon.kill()
 
 
 def multipart(fields: dict[str, tuple[str | None, bytes]]) -> tuple[bytes, str]:
@@ -151,7 +65,7 @@ def cli(*argv: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         [sys.executable, "-m", "assemblexd", *argv],
         cwd=REPO_ROOT,
-        env=_env(),
+        env=daemon_env(),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         timeout=CLI_TIMEOUT,
@@ -282,13 +196,9 @@ def test_cli_versions_rollback_undeploy_with_tokens(
 def test_port_in_use_exits_nonzero(tmp_path: Path, start_daemon: Callable[..., Daemon]) -> None:
     first = start_daemon(tmp_path / "a")
     first.wait_listening()
-    second = Daemon(tmp_path / "b", "--port", str(first.port))  # later --port wins
-    try:
-        rc = second.proc.wait(timeout=START_TIMEOUT)
-    finally:
-        if second.proc.poll() is None:
-            second.proc.kill()
-    assert rc != 0
+    second = start_daemon(tmp_path / "b", "--port", str(first.port))  # later --port wins
+    assert second.proc is not None
+    assert second.proc.wait(timeout=START_TIMEOUT) != 0
     assert first.stop() == 0
 
 

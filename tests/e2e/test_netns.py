@@ -47,7 +47,7 @@ from typing import Any
 
 import pytest
 from cluster import tagged_guest
-from helpers import REPO_ROOT
+from helpers import REPO_ROOT, daemon_env
 
 pytestmark = pytest.mark.e2e
 
@@ -161,8 +161,7 @@ class Daemon:
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._http = ThreadPoolExecutor(1, f"http-{name}", _enter_netns, (netns,))
-        env = {k: v for k, v in os.environ.items() if k not in ("PORT", "ASSEMBLEX_URL")}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        env = daemon_env()
         argv = [
             "ip", "netns", "exec", netns,
             sys.executable, "-m", "assemblexd", "run",

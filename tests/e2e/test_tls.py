@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import signal
 import socket
 import ssl
@@ -27,7 +26,7 @@ from pathlib import Path
 import pytest
 import trustme
 from cluster import Daemon, LocalCluster, http, tagged_guest, whole_cluster
-from helpers import REPO_ROOT
+from helpers import REPO_ROOT, daemon_env
 
 import membership
 from assemblexd.tls import client_context, server_context
@@ -79,19 +78,12 @@ def other_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return Pki(tmp_path_factory.mktemp("pki-other"), "other")
 
 
-def _env() -> dict[str, str]:
-    drop = ("PORT", "ASSEMBLEX_URL", "ASSEMBLEX_TLS_CA", "ASSEMBLEX_TOKEN")
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    return env
-
-
 def assemblexd(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``python -m assemblexd ARGV`` to its end (the CLI, or a ``run`` that refuses to start)."""
     return subprocess.run(
         [sys.executable, "-m", "assemblexd", *argv],
         cwd=REPO_ROOT,
-        env={**_env(), **(env or {})},
+        env={**daemon_env(), **(env or {})},
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
