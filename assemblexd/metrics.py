@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -14,23 +14,32 @@ __all__ = ["Metrics"]
 _NAMESPACES = ("host", "kv", "redis", "call")
 
 
-class _HostCalls(Collector):
-    """``assemblex_host_calls_total`` by namespace, counted in a plain dict.
+class _Counts(Collector):
+    """A counter family read from counts kept elsewhere, built when scraped.
 
-    Host calls are the hottest thing the node counts (many per guest call, on the loop
-    thread only), and a prometheus-client ``Counter.inc`` takes a lock each time: here the
-    count is one dict update and the family is built when scraped.
+    ``counts()`` gives label value -> total, or None while there is nothing to show. Used for
+    host calls (the hottest thing the node counts, many per guest call, on the loop thread
+    only: a dict update, where a prometheus-client ``Counter.inc`` takes a lock each time) and
+    for totals another layer keeps (membership's read waits).
     """
 
-    def __init__(self) -> None:
-        self.counts = dict.fromkeys((*_NAMESPACES, "other"), 0)
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        label: str,
+        counts: Callable[[], Mapping[str, int] | None],
+    ) -> None:
+        self._name, self._documentation, self._label = name, documentation, label
+        self._counts = counts
 
     def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(
-            "assemblex_host_calls", "Host calls made by guests, by namespace", labels=["namespace"]
-        )
-        for namespace, count in self.counts.items():
-            family.add_metric([namespace], count)
+        counts = self._counts()
+        if counts is None:
+            return
+        family = CounterMetricFamily(self._name, self._documentation, labels=[self._label])
+        for value, count in counts.items():
+            family.add_metric([value], count)
         yield family
 
 
@@ -52,8 +61,25 @@ class Metrics:
             buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60),
             registry=r,
         )
-        self._host_calls = _HostCalls()
-        r.register(self._host_calls)
+        self._host_calls = dict.fromkeys((*_NAMESPACES, "other"), 0)
+        r.register(
+            _Counts(
+                "assemblex_host_calls",
+                "Host calls made by guests, by namespace",
+                "namespace",
+                lambda: self._host_calls,
+            )
+        )
+        self.peer_read_waits: Callable[[], Mapping[str, int] | None] = lambda: None
+        """Set by the node: membership's totals of ``paced`` and ``held`` link reads."""
+        r.register(
+            _Counts(
+                "assemblex_peer_read_waits",
+                "Times a peer's link was read slower: paced (over its rate) or held (sync behind)",
+                "reason",
+                lambda: self.peer_read_waits(),
+            )
+        )
         self.deploys = Counter("assemblex_deploys", "Deploys accepted by this node", registry=r)
         self.blob_fetches = Counter(
             "assemblex_blob_fetches", "Modules fetched from peers", registry=r
@@ -85,12 +111,6 @@ class Metrics:
         self.view_size = Gauge(
             "assemblex_membership_view", "Peers in the membership views", ["view"], registry=r
         )
-        self.peer_read_waits = Counter(
-            "assemblex_peer_read_waits",
-            "Times a peer's link was read slower: paced (over its rate) or held (sync behind)",
-            ["reason"],
-            registry=r,
-        )
         self.sync_bytes = Counter(
             "assemblex_sync_bytes", "Bytes of store sync messages", ["direction"], registry=r
         )
@@ -118,7 +138,7 @@ class Metrics:
     def host_call(self, namespace: str) -> None:
         """Count a host call (on the loop thread). Namespace names come from guests: unknown
         ones share one label value."""
-        counts = self._host_calls.counts
+        counts = self._host_calls
         if namespace in counts:
             counts[namespace] += 1
         else:

@@ -107,6 +107,9 @@ class Node:
         self.url = config.url
         """The URL peers and clients reach this node at (the server sets the real port)."""
         self.metrics = Metrics()
+        self.metrics.peer_read_waits = lambda: (
+            None if self.cluster is None else self.cluster.peer_read_waits()
+        )
         self.fetch_module: Callable[[AppRecord], Awaitable[bytes]] | None = None
         """Set by the cluster: fetch a module this node does not have from a peer."""
         self.cluster: ClusterView | None = None
@@ -116,7 +119,6 @@ class Node:
         self.on_collected: list[Callable[[Collected], None]] = []
         """Called after each garbage collection, with what it did."""
         self._apps: dict[str, LoadedApp] = {}
-        self._peer_read_waits: dict[str, int] = {}  # membership's totals at the last scrape
         self._last_record: dict[str, AppRecord | None] = {}
         """The record of each app as this node's last reconcile found it."""
         self._waiting: set[str] = set()
@@ -671,12 +673,6 @@ class Node:
             active, passive, _ = self.cluster.views()
             self.metrics.view_size.labels("active").set(len(active))
             self.metrics.view_size.labels("passive").set(len(passive))
-            for reason, total in self.cluster.peer_read_waits().items():
-                counter = self.metrics.peer_read_waits.labels(reason)  # shown from 0 on
-                new = total - self._peer_read_waits.get(reason, 0)
-                if new > 0:
-                    counter.inc(new)
-                self._peer_read_waits[reason] = total
         for name, app in self._apps.items():
             self.metrics.pool_idle.labels(name).set(app.pool.idle)
         return self.metrics.render()
