@@ -26,7 +26,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import BodyPartReader
 
-from .auth import check_blob_proof
+from .auth import BlobGuard
 from .config import MIB
 from .errors import AssemblexError, BadRequest, Overloaded, PayloadTooLarge, Unauthorized
 from .node import Node
@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 NODE = web.AppKey("node", Node)
 """The node an application serves."""
+
+BLOB_GUARD = web.AppKey("blob_guard", BlobGuard)
+"""Checks the proofs of module fetches (set when the node has a cluster key)."""
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 """Valid app names (matched in full)."""
@@ -318,13 +321,9 @@ async def status(request: web.Request) -> web.Response:
 async def blob(request: web.Request) -> web.FileResponse:
     node = _node(request)
     sha256 = request.match_info["sha256"]
-    key = node.config.cluster_key
-    if key and not check_blob_proof(
-        key,
-        sha256,
-        request.headers.get("Authorization", ""),
-        time.time(),
-        node.config.accepted_cluster_keys,
+    guard = request.app.get(BLOB_GUARD)
+    if guard is not None and not guard.check(
+        sha256, request.headers.get("Authorization", ""), time.time()
     ):
         raise Unauthorized("modules are served to peers that prove the cluster key")
     path = node.blob_path(sha256)
@@ -366,6 +365,8 @@ def create_app(node: Node) -> web.Application:
     max_body = max(config.max_upload_mib * MIB + _MULTIPART_SLACK, config.max_payload_mib * MIB)
     app = web.Application(middlewares=[error_middleware], client_max_size=max_body)
     app[NODE] = node
+    if config.cluster_key:
+        app[BLOB_GUARD] = BlobGuard(node.id, config.cluster_key, config.accepted_cluster_keys)
     app.router.add_post("/deploy", deploy)
     for path in ("/call/{app}/{op}", "/call/{app}"):
         app.router.add_get(path, call)

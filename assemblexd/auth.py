@@ -1,50 +1,104 @@
 """Proofs between peers outside the membership channel: module fetches (``GET /blobs``).
 
-Membership links prove the cluster key with their own challenge-response (membership/). A blob
-fetch is a plain HTTP request, so it carries ``Authorization: Assemblex ts=<unix>,mac=<hex>``,
-an HMAC-SHA256 under the cluster key of the request line and the time; the server accepts it
-within ``WINDOW`` seconds of its own clock. Module bytes are public within the cluster (their
-hash is in every record), so a replayed proof within the window reveals nothing new.
+Membership links prove the cluster key with their own handshake (membership/_auth.py). A blob
+fetch is a plain HTTP request, so it carries
+``Authorization: Assemblex ts=<unix>,nonce=<hex>,mac=<hex>``, an HMAC-SHA256 under the cluster
+key of the request line, the *serving* node's id, the time and a fresh nonce. The serving node
+(`BlobGuard`) accepts a proof once, within ``WINDOW`` seconds of its own clock, and only when it
+names this node:
+
+* relayed to another node, a proof fails (it names the node it was made for);
+* replayed to the same node, it fails (its nonce was seen within the window; older proofs
+  fail on their time);
+* for another module, it fails (the hash is in the MAC).
+
+The answer itself needs no proof: the fetching node checks the bytes against the sha256 of
+the record (which came over an authenticated link) before it stores or runs them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 
-__all__ = ["WINDOW", "blob_proof", "check_blob_proof"]
+__all__ = ["WINDOW", "BlobGuard", "blob_proof"]
 
 WINDOW = 300.0
+"""How far a proof's time may be from the serving node's clock, in seconds."""
+
+MAX_REMEMBERED = 100_000
+"""Nonces a node remembers at most; past it (with none expired) it refuses proofs until some
+expire, rather than forget one that could then be replayed."""
 
 
-def _mac(key: str, sha256: str, ts: int) -> str:
-    message = f"GET /blobs/{sha256} {ts}".encode()
+def _mac(key: str, node_id: str, sha256: str, ts: int, nonce: str) -> str:
+    fields = (b"GET /blobs", sha256.encode(), node_id.encode(), str(ts).encode(), nonce.encode())
+    message = b"".join(len(f).to_bytes(4, "big") + f for f in fields)
     return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
 
 
-def blob_proof(key: str, sha256: str, now: float) -> str:
-    """The ``Authorization`` header value for fetching ``sha256`` at time ``now``."""
+def blob_proof(key: str, node_id: str, sha256: str, now: float, nonce: str | None = None) -> str:
+    """The ``Authorization`` header value for fetching ``sha256`` from node ``node_id``.
+
+    Args:
+        key: this node's cluster key.
+        node_id: the id of the node asked (the proof is good there only).
+        sha256: the module asked for.
+        now: the time, in seconds since the epoch.
+        nonce: fresh by default; given only by tests.
+    """
     ts = int(now)
-    return f"Assemblex ts={ts},mac={_mac(key, sha256, ts)}"
+    nonce = secrets.token_hex(16) if nonce is None else nonce
+    return f"Assemblex ts={ts},nonce={nonce},mac={_mac(key, node_id, sha256, ts, nonce)}"
 
 
-def check_blob_proof(
-    key: str, sha256: str, header: str, now: float, accepted: tuple[str, ...] = ()
-) -> bool:
-    """Whether ``header`` proves ``key``, or one of the ``accepted`` keys (a key rotation),
-    for ``sha256`` within ``WINDOW`` seconds of ``now``."""
-    scheme, _, params = header.partition(" ")
-    if scheme != "Assemblex":
-        return False
-    fields = dict(p.partition("=")[::2] for p in params.split(","))
-    try:
-        ts = int(fields.get("ts", ""))
-    except ValueError:
-        return False
-    if abs(now - ts) > WINDOW:
-        return False
-    given = fields.get("mac", "")
-    matched = False
-    for k in (key, *accepted):  # every key tried: the time says nothing about which matched
-        matched |= hmac.compare_digest(given, _mac(k, sha256, ts))
-    return matched
+class BlobGuard:
+    """The serving side: checks blob proofs, each good once.
+
+    Args:
+        node_id: this node's id (a proof must name it).
+        key: this node's cluster key.
+        accepted: other keys a peer may prove (a key rotation).
+        max_remembered: how many nonces it keeps at most.
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        key: str,
+        accepted: tuple[str, ...] = (),
+        max_remembered: int = MAX_REMEMBERED,
+    ) -> None:
+        self.node_id = node_id
+        self._keys = (key, *accepted)
+        self._max = max_remembered
+        self._seen: dict[str, float] = {}  # nonce -> when it may be forgotten
+
+    def check(self, sha256: str, header: str, now: float) -> bool:
+        """Whether ``header`` proves one of the keys, for ``sha256`` on this node, with a time
+        within ``WINDOW`` of ``now`` and a nonce not seen before. A proof that passes is spent.
+        """
+        scheme, _, params = header.partition(" ")
+        if scheme != "Assemblex":
+            return False
+        fields = dict(p.partition("=")[::2] for p in params.split(","))
+        try:
+            ts = int(fields.get("ts", ""))
+        except ValueError:
+            return False
+        nonce = fields.get("nonce", "")
+        if abs(now - ts) > WINDOW or not 16 <= len(nonce) <= 64:
+            return False
+        given = fields.get("mac", "")
+        matched = False
+        for key in self._keys:  # every key tried: the time says nothing about which matched
+            matched |= hmac.compare_digest(given, _mac(key, self.node_id, sha256, ts, nonce))
+        if not matched or nonce in self._seen:
+            return False
+        if len(self._seen) >= self._max:
+            self._seen = {n: t for n, t in self._seen.items() if t > now}
+            if len(self._seen) >= self._max:
+                return False
+        self._seen[nonce] = ts + WINDOW
+        return True

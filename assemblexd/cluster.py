@@ -303,18 +303,19 @@ class Cluster:
     async def fetch_module(self, record: AppRecord) -> bytes:
         """The module of ``record`` from a peer: its origin first, then any other member."""
         assert self._session is not None
-        urls: list[str] = []
-        others: list[str] = []
+        origin: list[tuple[str, str]] = []
+        others: list[tuple[str, str]] = []
         for m in self.members():
             if m.get("id") == self.node.id or not m.get("url"):
                 continue
-            (urls if m.get("name") == record.origin else others).append(str(m["url"]))
+            found = (str(m["id"]), str(m["url"]))
+            (origin if m.get("name") == record.origin else others).append(found)
         random.shuffle(others)
         errors = []
         limit = self.node.config.max_upload_mib * MIB
-        for url in [*urls, *others]:
+        for node_id, url in [*origin, *others]:
             try:
-                return await self._get_blob(url, record.sha256, limit)
+                return await self._get_blob(node_id, url, record.sha256, limit)
             except (aiohttp.ClientError, TimeoutError, FetchError) as exc:
                 errors.append(f"{url}: {exc or type(exc).__name__}")
         raise FetchError(
@@ -322,7 +323,7 @@ class Cluster:
             + (f" ({'; '.join(errors)})" if errors else " (no peers known)")
         )
 
-    async def _get_blob(self, url: str, sha256: str, limit: int) -> bytes:
+    async def _get_blob(self, node_id: str, url: str, sha256: str, limit: int) -> bytes:
         assert self._session is not None
         if not url.startswith(self._blob_scheme):
             # A TLS node fetches over TLS only, and a plain node cannot reach a TLS one.
@@ -330,7 +331,7 @@ class Cluster:
         headers = {}
         key = self.node.config.cluster_key
         if key:
-            headers["Authorization"] = blob_proof(key, sha256, time.time())
+            headers["Authorization"] = blob_proof(key, node_id, sha256, time.time())
         blob_url = f"{url.rstrip('/')}/blobs/{sha256}"
         async with self._session.get(blob_url, headers=headers) as resp:
             if resp.status != 200:

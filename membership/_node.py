@@ -39,7 +39,7 @@ from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any
 
-from ._auth import Handshake
+from ._auth import TAG_SIZE, Handshake, LinkAuth
 from ._codec import decode, encode
 from ._config import NodeConfig
 from ._errors import LocalProtocolError, MembershipError, RemoteProtocolError
@@ -55,13 +55,21 @@ _PING = encode(Ping())
 
 
 class _Link:
-    """One authenticated channel to `peer`."""
+    """One authenticated channel to `peer`; `auth` seals and opens its frames (None when the
+    cluster is open)."""
 
     def __init__(
-        self, peer: Peer, channel: Channel, queue_size: int, burst: int, now: float
+        self,
+        peer: Peer,
+        channel: Channel,
+        auth: LinkAuth | None,
+        queue_size: int,
+        burst: int,
+        now: float,
     ) -> None:
         self.peer = peer
         self.channel = channel
+        self.auth = auth
         self.queue: asyncio.Queue[bytes] = asyncio.Queue(queue_size)
         self.last_protocol = now  # last core message sent or received
         self.tokens = float(burst)  # the reader's token bucket (NodeConfig.peer_rate)
@@ -235,12 +243,12 @@ class Node:
     async def handle_channel(self, channel: Channel) -> None:
         """Serve an accepted channel (TCP, or a websocket the daemon accepted) until it ends."""
         try:
-            peer = await self._handshake(channel)
+            peer, auth = await self._handshake(channel, initiator=False)
         except (MembershipError, TimeoutError) as exc:
             self._refused += 1
             _log.info("refused an incoming connection: %s", exc)
             return
-        await self._run_link(peer, channel)
+        await self._run_link(peer, channel, auth)
 
     # --- internals -----------------------------------------------------------------------
 
@@ -258,8 +266,8 @@ class Node:
     def max_payload(self) -> int:
         """The largest payload `broadcast` and `send` take: the frame limit less the
         envelope of a `Gossip` from this node (its id, the largest id and round, and a 4-byte
-        bin header)."""
-        envelope = len(encode(Gossip(2**64 - 1, 0xFFFF, self.me.id, b""))) + 3
+        bin header) and a frame's authentication tag."""
+        envelope = len(encode(Gossip(2**64 - 1, 0xFFFF, self.me.id, b""))) + 3 + TAG_SIZE
         return self.config.max_frame - envelope
 
     def _check_size(self, payload: bytes) -> None:
@@ -326,31 +334,47 @@ class Node:
                 async with asyncio.timeout_at(None if deadline is None else deadline):
                     await self._wakeup.wait()
 
-    async def _handshake(self, channel: Channel) -> Peer:
+    async def _handshake(
+        self, channel: Channel, *, initiator: bool
+    ) -> tuple[Peer, LinkAuth | None]:
+        """Authenticate `channel` (see `_auth`): the dialling end proves first, and the
+        accepting end proves only once it has checked that proof."""
         cfg = self.config
-        handshake = Handshake(self.me, cfg.cluster_key, secrets.token_bytes(32), cfg.accepted_keys)
+        handshake = Handshake(
+            self.me,
+            cfg.cluster_key,
+            secrets.token_bytes(32),
+            cfg.accepted_keys,
+            initiator=initiator,
+        )
         async with asyncio.timeout(self.config.connect_timeout):
             await channel.send(encode(handshake.hello()))
             hello = decode(await channel.receive())
             if not isinstance(hello, Hello):
                 raise RemoteProtocolError("expected Hello")
-            await channel.send(encode(handshake.on_hello(hello)))
+            answer = handshake.on_hello(hello)
+            if answer is not None:
+                await channel.send(encode(answer))
             proof = decode(await channel.receive())
             if not isinstance(proof, Proof):
                 raise RemoteProtocolError("expected Proof")
-            return handshake.on_proof(proof)
+            answer = handshake.on_proof(proof)
+            if answer is not None:
+                await channel.send(encode(answer))
+            return handshake.peer, handshake.link
 
-    async def _connect(self, address: str) -> tuple[Peer, Channel]:
+    async def _connect(self, address: str) -> tuple[Peer, Channel, LinkAuth | None]:
         channel = await self.transport.connect(address)
         try:
-            return await self._handshake(channel), channel
+            peer, auth = await self._handshake(channel, initiator=True)
         except BaseException:
             await channel.aclose()
             raise
+        return peer, channel, auth
 
     async def _dial(self, peer: Peer) -> None:
         try:
-            found, channel = await self._connect(peer.address)
+            found, channel, auth = await self._connect(peer.address)
             if found != peer:
                 await channel.aclose()
                 raise RemoteProtocolError(f"{peer.address} is now {found}")
@@ -361,25 +385,27 @@ class Node:
                 self._overlay.on_unreachable(peer, self._now())
                 self._flush()
             return
-        await self._run_link(peer, channel)
+        await self._run_link(peer, channel, auth)
 
     async def _seed(self, address: str) -> None:
         delay = self.config.seed_backoff
         while True:
             try:
-                peer, channel = await self._connect(address)
+                peer, channel, auth = await self._connect(address)
             except (MembershipError, TimeoutError) as exc:
                 _log.info("seed %s: %s; retrying in %.1f s", address, exc, delay)
                 await asyncio.sleep(delay * (0.5 + self._rng.random()))
                 delay = min(2 * delay, self.config.seed_backoff_max)
                 continue
-            await self._run_link(peer, channel, contact=True)
+            await self._run_link(peer, channel, auth, contact=True)
             return
 
-    async def _run_link(self, peer: Peer, channel: Channel, *, contact: bool = False) -> None:
+    async def _run_link(
+        self, peer: Peer, channel: Channel, auth: LinkAuth | None, *, contact: bool = False
+    ) -> None:
         """Register a link, run its reader here and its writer in a task, then clean up."""
         cfg = self.config
-        link = _Link(peer, channel, cfg.send_queue, cfg.peer_burst, self._now())
+        link = _Link(peer, channel, auth, cfg.send_queue, cfg.peer_burst, self._now())
         self._links.setdefault(peer, []).append(link)
         for frame in self._dialing.pop(peer, []):
             link.queue.put_nowait(frame)
@@ -413,6 +439,8 @@ class Node:
             while True:
                 async with asyncio.timeout(timeout):
                     frame = await link.channel.receive()
+                if link.auth is not None:
+                    frame = link.auth.open(frame)
                 msg = decode(frame)
                 if isinstance(msg, Ping):
                     continue
@@ -473,6 +501,8 @@ class Node:
                     if idle > cfg.idle_timeout and not self._overlay.is_neighbor(link.peer):
                         break
                     frame = _PING
+                if link.auth is not None:
+                    frame = link.auth.seal(frame)
                 await link.channel.send(frame)
         except MembershipError:
             pass

@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from assemblexd.api import create_app
-from assemblexd.auth import blob_proof, check_blob_proof
+from assemblexd.auth import BlobGuard, blob_proof
 from assemblexd.config import Config
 from assemblexd.node import Node
 
@@ -64,26 +64,55 @@ async def test_rollback_needs_the_deploy_token(secured: tuple[Client, Node]) -> 
 async def test_blobs_need_a_proof_of_the_cluster_key(secured: tuple[Client, Node]) -> None:
     client, node = secured
     sha = node.app("echo").sha256
+
+    async def status(proof: str) -> int:
+        return (await client.get(f"/blobs/{sha}", headers={"Authorization": proof})).status
+
     assert (await client.get(f"/blobs/{sha}")).status == 401
-    wrong = blob_proof("other-key", sha, time.time())
-    assert (await client.get(f"/blobs/{sha}", headers={"Authorization": wrong})).status == 401
-    stale = blob_proof("k", sha, time.time() - 3600)
-    assert (await client.get(f"/blobs/{sha}", headers={"Authorization": stale})).status == 401
+    assert await status(blob_proof("other-key", node.id, sha, time.time())) == 401
+    assert await status(blob_proof("k", node.id, sha, time.time() - 3600)) == 401
     # A proof for one module does not open another.
     other = node.registry.get("echo").history[0].sha256  # type: ignore[union-attr]
-    proof = blob_proof("k", other, time.time())
-    assert (await client.get(f"/blobs/{sha}", headers={"Authorization": proof})).status == 401
-    good = blob_proof("k", sha, time.time())
+    assert await status(blob_proof("k", node.id, other, time.time())) == 401
+    # A proof made for another node, relayed here, does not pass.
+    assert await status(blob_proof("k", "another-node", sha, time.time())) == 401
+    good = blob_proof("k", node.id, sha, time.time())
     resp = await client.get(f"/blobs/{sha}", headers={"Authorization": good})
     assert resp.status == 200
     assert await resp.read() == node.storage.read_blob(sha)
+    # Replayed, the same proof is refused: each is good once.
+    assert await status(good) == 401
 
 
-def test_blob_proof_rejects_garbage() -> None:
-    for header in ("", "Bearer x", "Assemblex", "Assemblex ts=x,mac=y", "Assemblex mac=00"):
-        assert not check_blob_proof("k", "ab" * 32, header, time.time())
-    assert check_blob_proof("k", "ab" * 32, blob_proof("k", "ab" * 32, 1000.0), 1100.0)
-    assert not check_blob_proof("k", "ab" * 32, blob_proof("k", "ab" * 32, 1000.0), 2000.0)
+def test_blob_proof_rejects_garbage_and_spent_proofs() -> None:
+    sha = "ab" * 32
+    guard = BlobGuard("n1", "k")
+    for header in (
+        "",
+        "Bearer x",
+        "Assemblex",
+        "Assemblex ts=x,mac=y",
+        "Assemblex mac=00",
+        "Assemblex ts=1000,nonce=short,mac=00",
+    ):
+        assert not guard.check(sha, header, time.time())
+    assert guard.check(sha, blob_proof("k", "n1", sha, 1000.0), 1100.0)
+    assert not guard.check(sha, blob_proof("k", "n1", sha, 1000.0), 2000.0)  # too old
+    spent = blob_proof("k", "n1", sha, 1000.0, nonce="0" * 32)
+    assert guard.check(sha, spent, 1000.0)
+    assert not guard.check(sha, spent, 1001.0)
+    assert not BlobGuard("n2", "k").check(sha, blob_proof("k", "n1", sha, 1000.0), 1000.0)
+
+
+def test_a_full_nonce_memory_refuses_rather_than_forgets() -> None:
+    sha = "ab" * 32
+    guard = BlobGuard("n1", "k", max_remembered=2)
+    assert guard.check(sha, blob_proof("k", "n1", sha, 1000.0), 1000.0)
+    assert guard.check(sha, blob_proof("k", "n1", sha, 1000.0), 1000.0)
+    assert not guard.check(sha, blob_proof("k", "n1", sha, 1000.0), 1000.0)
+    # Once the first ones have expired, there is room again.
+    later = 1000.0 + 301
+    assert guard.check(sha, blob_proof("k", "n1", sha, later), later)
 
 
 async def test_blobs_during_a_key_rotation(
@@ -97,8 +126,9 @@ async def test_blobs_during_a_key_rotation(
         sha = (await node.deploy("echo", wat("echo"))).sha256
         client = await aiohttp_client(create_app(node))
         for key, status in (("new", 200), ("old", 200), ("third", 401)):
-            proof = blob_proof(key, sha, time.time())
+            proof = blob_proof(key, node.id, sha, time.time())
             resp = await client.get(f"/blobs/{sha}", headers={"Authorization": proof})
             assert resp.status == status, key
-    assert check_blob_proof("new", sha, blob_proof("old", sha, 10.0), 10.0, ("old",))
-    assert not check_blob_proof("new", sha, blob_proof("old", sha, 10.0), 10.0)
+    rotating = BlobGuard("n", "new", ("old",))
+    assert rotating.check(sha, blob_proof("old", "n", sha, 10.0), 10.0)
+    assert not BlobGuard("n", "new").check(sha, blob_proof("old", "n", sha, 10.0), 10.0)

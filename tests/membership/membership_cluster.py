@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import replace
 
 from membership import ChannelClosed, HyParViewConfig, Node, NodeConfig, Peer, Subscription
-from membership._auth import Handshake
+from membership._auth import Handshake, LinkAuth
 from membership._codec import decode, encode
 from membership._memory import MemoryTransport
 from membership._messages import Hello, Proof
@@ -148,17 +148,42 @@ async def closed_by_peer(channel: Channel) -> bool:
         return False
 
 
+class SealedChannel:
+    """A hand-made peer's side of an authenticated link: frames sealed and opened with the
+    link's keys, as a node does (plain when the cluster is open)."""
+
+    def __init__(self, channel: Channel, auth: LinkAuth | None) -> None:
+        self.inner = channel
+        self.auth = auth
+        self.max_frame = channel.max_frame
+
+    async def send(self, frame: bytes) -> None:
+        await self.inner.send(frame if self.auth is None else self.auth.seal(frame))
+
+    async def receive(self) -> bytes:
+        frame = await self.inner.receive()
+        return frame if self.auth is None else self.auth.open(frame)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 async def raw_handshake(
     transport: Transport, address: str, node_id: str, key: bytes | None
-) -> tuple[Channel, Peer]:
+) -> tuple[SealedChannel, Peer]:
     """Dial `address` as a hand-made peer and authenticate with `key`; returns the channel
-    and the node's `Peer`."""
+    (sealing and opening frames as the link's keys ask) and the node's `Peer`."""
     channel = await transport.connect(address)
-    handshake = Handshake(Peer(node_id, f"mem://{node_id}"), key, secrets.token_bytes(32))
+    handshake = Handshake(
+        Peer(node_id, f"mem://{node_id}"), key, secrets.token_bytes(32), initiator=True
+    )
     await channel.send(encode(handshake.hello()))
     hello = decode(await channel.receive())
     assert isinstance(hello, Hello)
-    await channel.send(encode(handshake.on_hello(hello)))
-    proof = decode(await channel.receive())
-    assert isinstance(proof, Proof)
-    return channel, handshake.on_proof(proof)
+    proof = handshake.on_hello(hello)
+    assert proof is not None
+    await channel.send(encode(proof))
+    answer = decode(await channel.receive())
+    assert isinstance(answer, Proof)
+    assert handshake.on_proof(answer) is None
+    return SealedChannel(channel, handshake.link), handshake.peer
