@@ -17,6 +17,12 @@ Rules, as in the paper's Algorithm 1:
 * ``JOIN`` — the contact takes the joiner into its active view (dropping a random neighbour
   with a ``DISCONNECT`` when full) and sends a ``FORWARDJOIN(joiner, ARWL)`` to every other
   neighbour. The joiner itself put the contact in its active view when it sent the JOIN.
+  Not in the paper: the contact also answers with a ``SHUFFLEREPLY`` of up to ``ka`` active
+  and ``kp`` passive entries of its own, which the joiner merges into its passive view. The
+  paper's joiner knows nobody but its contact until the first shuffle; if a partition comes
+  first and cuts it from every neighbour it has, no node of its own side may have heard of
+  it, nor it of them, and it stays alone. Of two nodes joined through the same contact, the
+  later one now knows the earlier from the start.
 * ``FORWARDJOIN`` — a random walk: at ``ttl == PRWL`` the joiner enters the passive view; at
   ``ttl == 0``, or at a node with a single neighbour, the walk ends and that node connects to
   the joiner with a high-priority ``NEIGHBOR``.
@@ -239,11 +245,18 @@ class HyParView(Outputs):
     def _on_join(self, src: Peer) -> None:
         if src in self.active:
             return
+        cfg, rng = self.config, self._rng
+        others = [p for p in self.active if p != src]
+        known = (
+            *_sample(rng, others, cfg.shuffle_active),
+            *_sample(rng, [p for p in self.passive if p != src], cfg.shuffle_passive),
+        )
         self._add_active(src)
-        ttl = self.config.arwl
         for peer in self.active:
             if peer != src:
-                self._outbox.append((peer, ForwardJoin(src, ttl)))
+                self._outbox.append((peer, ForwardJoin(src, cfg.arwl)))
+        if known:
+            self._outbox.append((src, ShuffleReply(known)))
 
     def _on_disconnect(self, src: Peer, now: float) -> None:
         if src in self.active:

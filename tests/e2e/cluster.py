@@ -98,7 +98,7 @@ def poll(
 ) -> T:
     """``check()`` every POLL_INTERVAL until it returns something other than None or False.
 
-    Connection errors count as "not yet". On timeout, raises NodeError saying ``what`` was
+    Connection errors and `NodeError` (an unexpected answer) count as "not yet". On timeout, raises NodeError saying ``what`` was
     awaited, the last error and ``describe()`` (the state that did not converge).
     """
     deadline = time.monotonic() + timeout
@@ -106,7 +106,9 @@ def poll(
     while True:
         try:
             result = check()
-        except (OSError, ValueError) as exc:  # refused, reset, bad JSON from a dying node
+        except (OSError, ValueError, NodeError) as exc:
+            # Refused, reset, bad JSON from a dying node, or an answer that is not the one
+            # awaited yet (a 404 from a node the record has not reached): all "not yet".
             result, last_error = None, exc
         if result is not None and result is not False:
             return result

@@ -47,7 +47,23 @@ def test_contact_accepts_join_and_forwards_it_to_its_other_neighbours(
     hyparview.on_message(C, Join(), 0.0)
     assert C in hyparview.active
     arwl = hyparview.config.arwl
-    assert sent(hyparview) == [(A, ForwardJoin(C, arwl)), (B, ForwardJoin(C, arwl))]
+    out = sent(hyparview)
+    assert out[:2] == [(A, ForwardJoin(C, arwl)), (B, ForwardJoin(C, arwl))]
+    assert [dst for dst, _ in out[2:]] == [C]  # and the views' sample below
+
+
+def test_a_join_is_answered_with_a_sample_of_the_contacts_views(hyparview: HyParView) -> None:
+    fill_active(hyparview, A, B)
+    hyparview.passive.update({D: None, E: None})
+    hyparview.on_message(C, Join(), 0.0)
+    (reply,) = [msg for dst, msg in sent(hyparview) if dst == C]
+    assert isinstance(reply, ShuffleReply)
+    assert set(reply.nodes) == {A, B, D, E}  # never the joiner itself
+    # The joiner keeps them as candidates: with its contact gone, it has others to ask.
+    joiner = HyParView(C, hyparview.config, random.Random(1))
+    joiner.join(hyparview.me, 0.0)
+    joiner.on_message(hyparview.me, reply, 0.0)
+    assert set(joiner.passive) == {A, B, D, E}
 
 
 def test_join_to_a_full_node_drops_a_random_neighbour_into_the_passive_view(
