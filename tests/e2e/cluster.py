@@ -98,8 +98,9 @@ def poll(
 ) -> T:
     """``check()`` every POLL_INTERVAL until it returns something other than None or False.
 
-    Connection errors and `NodeError` (an unexpected answer) count as "not yet". On timeout, raises NodeError saying ``what`` was
-    awaited, the last error and ``describe()`` (the state that did not converge).
+    Connection errors and `NodeError` (an answer that is not the awaited one yet) count as
+    "not yet". On timeout, raises NodeError saying ``what`` was awaited, the last error and
+    ``describe()`` (the state that did not converge).
     """
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
