@@ -257,7 +257,16 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         metavar="N",
         type=_int_at_least(1),
         default=_DEFAULTS.max_instances,
-        help="live instances on this node; beyond it calls get 503 (default: %(default)s)",
+        help="live instances on this node; at it the least recently used idle one is freed,"
+        " and with none idle calls get 503 (default: %(default)s)",
+    )
+    host.add_argument(
+        "--idle-timeout",
+        type=_seconds,
+        default=_DEFAULTS.idle_timeout,
+        metavar="S",
+        help="seconds an instance may stay idle before it is freed; 0 keeps them"
+        " (default: %(default)s)",
     )
     host.add_argument(
         "--call-timeout",
@@ -431,6 +440,7 @@ def config_from_args(ns: argparse.Namespace, environ: Mapping[str, str] | None =
         redis_urls=tuple(ns.redis_url),
         pool_size=ns.pool_size,
         max_instances=ns.max_instances,
+        idle_timeout=ns.idle_timeout,
         call_timeout=ns.call_timeout,
         call_wall_timeout=ns.call_wall_timeout,
         max_memory_mib=ns.max_memory,

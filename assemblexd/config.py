@@ -68,7 +68,10 @@ class Config:
     pool_size: int = 16
     """Idle warm instances kept per app; more are created on demand and dropped when idle."""
     max_instances: int = 1024
-    """Live instances (idle and busy, all apps) on this node; beyond it calls get 503."""
+    """Live instances (idle and busy, all apps) on this node. At it, a call that needs a new
+    instance frees the least recently used idle one of the node; with none idle it gets 503."""
+    idle_timeout: float = 60.0
+    """Seconds an instance may stay idle before it is freed; 0 keeps idle instances."""
     call_timeout: float = 10.0
     """Guest execution time per call, in seconds, not counting time waiting on the host (504)."""
     call_wall_timeout: float = 60.0

@@ -80,6 +80,17 @@ class Metrics:
                 lambda: self.peer_read_waits(),
             )
         )
+        self.instances_freed: Callable[[], Mapping[str, int] | None] = lambda: None
+        """Set by the node: idle instances freed, ``evicted`` (to make room for another app's
+        at --max-instances) and ``expired`` (idle past --idle-timeout)."""
+        r.register(
+            _Counts(
+                "assemblex_instances_freed",
+                "Idle instances freed: evicted (room for another app at the cap) or expired",
+                "reason",
+                lambda: self.instances_freed(),
+            )
+        )
         self.deploys = Counter("assemblex_deploys", "Deploys accepted by this node", registry=r)
         self.blob_fetches = Counter(
             "assemblex_blob_fetches", "Modules fetched from peers", registry=r

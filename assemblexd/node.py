@@ -107,6 +107,10 @@ class Node:
         self.url = config.url
         """The URL peers and clients reach this node at (the server sets the real port)."""
         self.metrics = Metrics()
+        self.metrics.instances_freed = lambda: {
+            "evicted": self._cap.evicted,
+            "expired": self._cap.expired,
+        }
         self.metrics.peer_read_waits = lambda: (
             None if self.cluster is None else self.cluster.peer_read_waits()
         )
@@ -166,6 +170,8 @@ class Node:
         self._spawn(self._watch())
         if self.config.gc_interval > 0:
             self._spawn(self._collector())
+        if self.config.idle_timeout > 0:
+            self._spawn(self._expirer())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -621,6 +627,14 @@ class Node:
                 # Housekeeping: a failed collection must not take the node down with it.
                 log.exception("garbage collection failed")
             await asyncio.sleep(interval)
+
+    async def _expirer(self) -> None:
+        """Free instances idle for longer than --idle-timeout, checking twice per timeout (at
+        most every 30 s): an instance is freed between 1 and 1.5 timeouts after its last use."""
+        timeout = self.config.idle_timeout
+        while True:
+            await asyncio.sleep(min(timeout / 2, 30.0))
+            self._cap.expire(timeout)
 
     def blob_path(self, sha256: str) -> Path:
         """Path of a stored module. Raises NotFound."""
