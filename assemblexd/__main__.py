@@ -303,6 +303,14 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         metavar="MIB",
         help="largest call payload, MiB (default: %(default)s)",
     )
+    host.add_argument(
+        "--guest-log-rate",
+        type=_int_at_least(1),
+        default=_DEFAULTS.guest_log_rate,
+        metavar="N",
+        help="console lines per second one app may log, bursts of 10 times as many; the rest"
+        " are dropped and counted (default: %(default)s)",
+    )
     run.add_argument(
         "--max-apps",
         type=_int_at_least(1),
@@ -441,6 +449,7 @@ def config_from_args(ns: argparse.Namespace, environ: Mapping[str, str] | None =
         pool_size=ns.pool_size,
         max_instances=ns.max_instances,
         idle_timeout=ns.idle_timeout,
+        guest_log_rate=ns.guest_log_rate,
         call_timeout=ns.call_timeout,
         call_wall_timeout=ns.call_wall_timeout,
         max_memory_mib=ns.max_memory,

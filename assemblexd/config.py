@@ -97,6 +97,11 @@ class Config:
     gc_grace: float = 3600.0
     """Seconds an unreferenced blob is kept after it was last stored or loaded (a deploy or
     fetch may be writing the record that names it)."""
+    guest_log_rate: int = 100
+    """Console lines per second one app may write to the node's log (bursts of 10 times as
+    many); the rest are dropped and counted."""
+    guest_log_line_bytes: int = 4096
+    """Longest guest console line written to the log, in bytes; longer ones are cut."""
     log_format: str = "text"
     """``text`` or ``json`` (one object per line) on stderr."""
 

@@ -36,6 +36,7 @@ from .errors import (
     UnknownApp,
 )
 from .hostfuncs import Host, ReplicaKV
+from .logs import LineLimiter, guest_line
 from .metrics import Metrics
 from .pool import AppPool, InstanceCap
 from .records import DEFAULT_CAPABILITIES, NAMESPACES, AppRecord
@@ -131,6 +132,7 @@ class Node:
         self._deploy_lock = asyncio.Lock()
         self._app_locks: dict[str, asyncio.Lock] = {}
         self._cap = InstanceCap(config.max_instances)
+        self._log_limiter = LineLimiter(config.guest_log_rate, 10 * config.guest_log_rate)
         self._engine: Engine | None = None
         self._scheduler: Scheduler | None = None
         self._replica: crdt.Replica | None = None
@@ -313,6 +315,8 @@ class Node:
             if loaded is not None:
                 del self._apps[name]
                 loaded.pool.close()
+                self.metrics.forget_app(name)
+                self._log_limiter.forget(name)
                 log.info("unloaded %s (undeployed)", name)
                 self._apps_changed()
                 for waiting in list(self._waiting):  # a slot is free: the first to come runs
@@ -692,14 +696,31 @@ class Node:
         return self.metrics.render()
 
     def _guest_log(self, inst: Instance, line: bytes) -> None:
+        """Log a guest's console line (on the thread running the guest): at most
+        ``guest_log_line_bytes`` of it, and at most ``--guest-log-rate`` lines a second per app;
+        the rest are counted, and reported with the app's next line logged."""
         app, version = inst.tag if isinstance(inst.tag, tuple) else ("?", 0)
-        guest_log.info(
-            "[%s v%s] %s",
-            app,
-            version,
-            line.decode("utf-8", "replace"),
-            extra={"app": app, "version": version},
-        )
+        # Series only for apps run here: a line of an app undeployed meanwhile is not counted.
+        running = app in self._apps
+        admitted, dropped = self._log_limiter.admit(app)
+        if not admitted:
+            if running:
+                self.metrics.guest_log_dropped.labels(app).inc()
+            return
+        extra = {"app": app, "version": version}
+        if dropped:
+            guest_log.warning(
+                "[%s v%s] %d console lines dropped (over --guest-log-rate %s a second)",
+                app,
+                version,
+                dropped,
+                self.config.guest_log_rate,
+                extra=extra,
+            )
+        text, cut = guest_line(line, self.config.guest_log_line_bytes)
+        if cut and running:
+            self.metrics.guest_log_cut.labels(app).inc()
+        guest_log.info("[%s v%s] %s", app, version, text, extra=extra)
 
 
 def _capabilities(capabilities: Sequence[str] | None) -> tuple[str, ...]:

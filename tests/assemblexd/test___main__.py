@@ -44,6 +44,7 @@ def test_run_all_flags() -> None:
         "--pool-size", "0",
         "--max-instances", "50",
         "--idle-timeout", "0",
+        "--guest-log-rate", "5",
         "--call-timeout", "2.5",
         "--call-wall-timeout", "30",
         "--max-memory", "128",
@@ -66,6 +67,7 @@ def test_run_all_flags() -> None:
         pool_size=0,
         max_instances=50,
         idle_timeout=0.0,
+        guest_log_rate=5,
         call_timeout=2.5,
         call_wall_timeout=30.0,
         max_memory_mib=128,
@@ -169,7 +171,7 @@ def test_run_help_mentions_every_flag(capsys: pytest.CaptureFixture[str]) -> Non
         "--insecure", "--token", "--redis-url", "--pool-size", "--max-instances",
         "--call-timeout", "--call-wall-timeout", "--max-memory", "--max-upload",
         "--max-payload", "--log-format", "--tls-cert", "--tls-key", "--tls-ca",
-        "--idle-timeout",
+        "--idle-timeout", "--guest-log-rate",
     ):  # fmt: skip
         assert flag in out
     assert "$PORT" in out

@@ -4,6 +4,7 @@ series, console log lines, and ``kv`` bytes and keys. Real wasmtime, real WAT gu
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -11,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from assemblexd.config import Config
-from assemblexd.errors import Overloaded
+from assemblexd.errors import Overloaded, UnknownApp
+from assemblexd.logs import LineLimiter
 from assemblexd.node import Node
 
 Wat = Callable[[str], bytes]
@@ -111,3 +113,113 @@ async def test_expiry_frees_only_instances_idle_long_enough(
     assert cap.live == 0
     assert cap.idle == 0
     assert await node.call("a", "echo", b"x") == b"x"
+
+
+# -- metrics series --------------------------------------------------------------------------
+
+
+def op_labels(node: Node, app: str) -> set[str]:
+    """The ``op`` label values of ``assemblex_calls_total`` for ``app``."""
+    return {
+        s.labels["op"]
+        for family in node.metrics.registry.collect()
+        if family.name == "assemblex_calls"
+        for s in family.samples
+        if s.name == "assemblex_calls_total" and s.labels["app"] == app
+    }
+
+
+async def test_operation_names_chosen_by_callers_do_not_grow_the_metrics(
+    make_node: Callable[..., Awaitable[Node]], wat: Wat
+) -> None:
+    node = await make_node()
+    await node.deploy("any", wat("console_log"))  # answers every operation
+    await node.call("any", "warm", b"")
+    before = len(node.metrics_text())
+    for i in range(300):  # 4 KB names: each its own series before
+        await node.call("any", f"{i:04d}".ljust(4000, "x"), b"")
+    for i in range(40):  # short ones: the first 32 names of the app get a series
+        await node.call("any", f"op{i}", b"")
+    text = node.metrics_text()
+    assert len(text) - before < 12_000, len(text) - before  # was 300 x 4 KB and more
+    ops = op_labels(node, "any")
+    assert len(ops) == 33
+    assert {"warm", "op0", "op30", "_other"} <= ops
+    assert "op31" not in ops  # the 33rd name
+    assert sample(node, "assemblex_calls_total", app="any", op="_other", outcome="ok") == 309
+
+
+async def test_app_labels_are_the_apps_run_here(
+    make_node: Callable[..., Awaitable[Node]], wat: Wat
+) -> None:
+    node = await make_node()
+    await node.deploy("echo", wat("echo"))
+    await node.call("echo", "echo", b"")
+    before = node.metrics_text()
+    for i in range(50):
+        with pytest.raises(UnknownApp):
+            await node.call(f"nope{i}", "main", b"")
+    assert node.metrics_text() == before
+
+    await node.deploy("gone", wat("console_log"))
+    await node.call("gone", "main", b"")
+    assert b'app="gone"' in node.metrics_text()
+    await node.undeploy("gone")
+    assert b'app="gone"' not in node.metrics_text()  # undeployed: its series go with it
+    assert b'app="echo"' in node.metrics_text()
+    await node.deploy("gone", wat("console_log"))  # and come back fresh with it
+    await node.call("gone", "main", b"")
+    assert sample(node, "assemblex_calls_total", app="gone", op="main", outcome="ok") == 1
+
+
+# -- guest console lines -----------------------------------------------------------------------
+
+
+async def test_a_long_console_line_is_cut(
+    make_node: Callable[..., Awaitable[Node]], wat: Wat, caplog: pytest.LogCaptureFixture
+) -> None:
+    node = await make_node()
+    await node.deploy("chatty", wat("console_log"))
+    with caplog.at_level(logging.INFO, logger="assemblexd.guest"):
+        await node.call("chatty", "main", b"a\nb" + b"z" * (1 << 20))
+    lines = [r.getMessage() for r in caplog.records if r.name == "assemblexd.guest"]
+    assert lines[1] == "[chatty v1] second line"
+    assert len(lines[0]) < 4200  # was 1 MiB
+    assert lines[0].startswith("[chatty v1] a\\nb" + "z" * 4000)  # the newline escaped
+    assert lines[0].endswith(f" [cut: {3 + (1 << 20)} bytes]")
+    assert sample(node, "assemblex_guest_log_cut_total", app="chatty") == 1
+
+
+async def test_console_lines_are_rate_limited_per_app(
+    make_node: Callable[..., Awaitable[Node]], wat: Wat, caplog: pytest.LogCaptureFixture
+) -> None:
+    node = await make_node(guest_log_rate=5)  # bursts of 50
+    await node.deploy("chatty", wat("console_log"))
+    await node.deploy("quiet", wat("console_log"))
+    started = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="assemblexd.guest"):
+        for _ in range(100):  # two lines a call
+            await node.call("chatty", "main", b"hello")
+        elapsed = time.monotonic() - started
+        await node.call("quiet", "main", b"other app")
+    logged = [r for r in caplog.records if r.name == "assemblexd.guest"]
+    chatty = [r for r in logged if r.app == "chatty"]  # type: ignore[attr-defined]
+    assert 50 <= len(chatty) <= 50 + 5 * elapsed + 1
+    dropped = sample(node, "assemblex_guest_log_dropped_total", app="chatty")
+    assert dropped == 200 - len(chatty)
+    assert [r.getMessage() for r in logged if r.app == "quiet"] == [  # type: ignore[attr-defined]
+        "[quiet v1] other app",
+        "[quiet v1] second line",
+    ]
+
+
+def test_the_line_limiter_refills_and_reports_what_it_dropped() -> None:
+    now = [0.0]
+    limiter = LineLimiter(rate=2, burst=3, clock=lambda: now[0])
+    assert [limiter.admit("a") for _ in range(5)] == [(True, 0)] * 3 + [(False, 0)] * 2
+    assert limiter.admit("b") == (True, 0)  # buckets are per app
+    now[0] = 0.5  # one line's worth
+    assert limiter.admit("a") == (True, 2)
+    assert limiter.admit("a") == (False, 0)
+    now[0] = 100.0
+    assert [limiter.admit("a")[0] for _ in range(4)] == [True, True, True, False]  # burst cap
