@@ -304,6 +304,20 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         help="largest call payload, MiB (default: %(default)s)",
     )
     host.add_argument(
+        "--max-kv",
+        type=_int_at_least(1),
+        default=_DEFAULTS.max_kv_mib,
+        metavar="MIB",
+        help="bytes (keys and values) one app may keep in the kv store, MiB (default: %(default)s)",
+    )
+    host.add_argument(
+        "--max-kv-keys",
+        type=_int_at_least(1),
+        default=_DEFAULTS.max_kv_keys,
+        metavar="N",
+        help="keys one app may keep in the kv store (default: %(default)s)",
+    )
+    host.add_argument(
         "--guest-log-rate",
         type=_int_at_least(1),
         default=_DEFAULTS.guest_log_rate,
@@ -449,6 +463,8 @@ def config_from_args(ns: argparse.Namespace, environ: Mapping[str, str] | None =
         pool_size=ns.pool_size,
         max_instances=ns.max_instances,
         idle_timeout=ns.idle_timeout,
+        max_kv_mib=ns.max_kv,
+        max_kv_keys=ns.max_kv_keys,
         guest_log_rate=ns.guest_log_rate,
         call_timeout=ns.call_timeout,
         call_wall_timeout=ns.call_wall_timeout,

@@ -97,6 +97,10 @@ class Config:
     gc_grace: float = 3600.0
     """Seconds an unreferenced blob is kept after it was last stored or loaded (a deploy or
     fetch may be writing the record that names it)."""
+    max_kv_mib: int = 16
+    """Bytes (keys and values) one app may keep in the ``kv`` store, in MiB (host error past it)."""
+    max_kv_keys: int = 10_000
+    """Keys one app may keep in the ``kv`` store (values and counters; host error past it)."""
     guest_log_rate: int = 100
     """Console lines per second one app may write to the node's log (bursts of 10 times as
     many); the rest are dropped and counted."""

@@ -62,7 +62,7 @@ class Metrics:
         r = self.registry
         self.calls = Counter(
             "assemblex_calls",
-            "Calls by app, operation (\"-\" unless it succeeded) and outcome",
+            'Calls by app, operation ("-" unless it succeeded) and outcome',
             ["app", "op", "outcome"],
             registry=r,
         )
@@ -155,7 +155,24 @@ class Metrics:
             ["app"],
             registry=r,
         )
-        self.per_app: tuple[Any, ...] = (self.guest_log_dropped, self.guest_log_cut)
+        self.kv_keys = Gauge(
+            "assemblex_kv_keys",
+            "Keys each app holds in the kv store (values and counters; against --max-kv-keys)",
+            ["app"],
+            registry=r,
+        )
+        self.kv_bytes = Gauge(
+            "assemblex_kv_bytes",
+            "Bytes each app holds in the kv store (keys and values; against --max-kv)",
+            ["app"],
+            registry=r,
+        )
+        self.per_app: tuple[Any, ...] = (
+            self.guest_log_dropped,
+            self.guest_log_cut,
+            self.kv_keys,
+            self.kv_bytes,
+        )
         """Metrics labelled by app alone that :meth:`forget_app` also drops."""
 
     def observe_call(self, app: str, op: str, outcome: str, seconds: float) -> None:

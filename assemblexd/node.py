@@ -35,7 +35,7 @@ from .errors import (
     PayloadTooLarge,
     UnknownApp,
 )
-from .hostfuncs import Host, ReplicaKV
+from .hostfuncs import Host, KVQuota, ReplicaKV
 from .logs import LineLimiter, guest_line
 from .metrics import Metrics
 from .pool import AppPool, InstanceCap
@@ -138,6 +138,7 @@ class Node:
         self._replica: crdt.Replica | None = None
         self._registry: Registry | None = None
         self._host: Host | None = None
+        self._kv_quota: KVQuota | None = None
         self._stack = contextlib.AsyncExitStack()
         self._group: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -157,12 +158,16 @@ class Node:
         )
         self._replica = crdt.Replica(self.id, Path(self.config.data_dir) / "replica.log")
         self._registry = Registry(self._replica, self.name)
+        self._kv_quota = KVQuota(
+            self._replica, self.config.max_kv_mib * MIB, self.config.max_kv_keys
+        )
         self._host = Host(
             ReplicaKV(self._replica),
             self._call_from_guest,
             dict(self.config.redis_urls),
             self.config.max_call_depth,
             on_host_call=self.metrics.host_call,
+            kv_quota=self._kv_quota,
         )
         _wasm.set_log_sink(self._guest_log)
         # Serve what is on disk at once, before any peer is heard from.
@@ -185,6 +190,8 @@ class Node:
         self._apps.clear()
         if self._host is not None:
             await self._host.close()
+        if self._kv_quota is not None:
+            self._kv_quota.close()
         if self._scheduler is not None:
             self._scheduler.close()
         if self._engine is not None:
@@ -693,6 +700,10 @@ class Node:
             self.metrics.view_size.labels("passive").set(len(passive))
         for name, app in self._apps.items():
             self.metrics.pool_idle.labels(name).set(app.pool.idle)
+            if self._kv_quota is not None:
+                keys, size = self._kv_quota.usage(name)
+                self.metrics.kv_keys.labels(name).set(keys)
+                self.metrics.kv_bytes.labels(name).set(size)
         return self.metrics.render()
 
     def _guest_log(self, inst: Instance, line: bytes) -> None:

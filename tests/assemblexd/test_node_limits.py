@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+import crdt
 from assemblexd.config import Config
-from assemblexd.errors import Overloaded, UnknownApp
+from assemblexd.errors import GuestError, Overloaded, UnknownApp
 from assemblexd.logs import LineLimiter
 from assemblexd.node import Node
 
@@ -223,3 +224,93 @@ def test_the_line_limiter_refills_and_reports_what_it_dropped() -> None:
     assert limiter.admit("a") == (False, 0)
     now[0] = 100.0
     assert [limiter.admit("a")[0] for _ in range(4)] == [True, True, True, False]  # burst cap
+
+
+# -- kv quota --------------------------------------------------------------------------------
+
+
+def hostcall(binding: str, namespace: str, operation: str, body: bytes = b"") -> bytes:
+    """The payload of guests/wat/hostcall.wat: which host call to make."""
+    return b"\0".join([binding.encode(), namespace.encode(), operation.encode(), body])
+
+
+def kv(node: Node, op: str, key: str, body: bytes = b"", app: str = "kv") -> Awaitable[bytes]:
+    return node.call(app, "main", hostcall(key, "kv", op, body))
+
+
+async def test_kv_keys_quota(make_node: Callable[..., Awaitable[Node]], wat: Wat) -> None:
+    node = await make_node(max_kv_keys=5)
+    await node.deploy("kv", wat("hostcall"))
+    await node.deploy("other", wat("hostcall"))
+    for i in range(4):
+        await kv(node, "set", f"k{i}", b"v")
+    await kv(node, "incr", "counter")  # a counter is a key too
+    with pytest.raises(
+        GuestError, match=r"quota exceeded: .* 6 keys, over its 5 \(--max-kv-keys\)"
+    ):
+        await kv(node, "set", "k4", b"v")
+    with pytest.raises(GuestError, match="quota exceeded"):
+        await kv(node, "incr", "counter2")
+    with pytest.raises(GuestError, match="no value for key 'k4'"):
+        await kv(node, "get", "k4")  # nothing was written
+    await kv(node, "set", "k0", b"new value")  # overwriting takes no new key
+    assert await kv(node, "incr", "counter") == b"2"  # nor does an existing counter
+    await kv(node, "set", "k0", b"v", app="other")  # quotas are per app
+    await kv(node, "del", "k1")
+    written = node.replica.local_version()
+    await kv(node, "del", "never-set")  # deleting nothing writes nothing (not even a tombstone)
+    assert node.replica.local_version() == written
+    await kv(node, "set", "k4", b"v")  # room again
+    assert node._kv_quota is not None
+    # k0 with its 9-byte value, k2 to k4 with 1 byte each, the counter: its key and 8 bytes
+    assert node._kv_quota.usage("kv") == (5, (2 + 9) + 3 * (2 + 1) + len("counter") + 8)
+    node.metrics_text()
+    assert sample(node, "assemblex_kv_keys", app="kv") == 5
+    assert sample(node, "assemblex_kv_keys", app="other") == 1
+
+
+async def test_kv_bytes_quota_and_writes_in_flight(
+    make_node: Callable[..., Awaitable[Node]], wat: Wat
+) -> None:
+    node = await make_node(max_kv_mib=1)
+    await node.deploy("kv", wat("hostcall"))
+    value = b"x" * (200 * 1024)
+    # 8 concurrent writes of 200 KiB: the quota holds room for those in flight, so 5 pass.
+    results = await asyncio.gather(
+        *(kv(node, "set", f"k{i}", value) for i in range(8)), return_exceptions=True
+    )
+    refused = [r for r in results if isinstance(r, GuestError)]
+    assert len(refused) == 3, results
+    assert all("over its 1048576 (--max-kv)" in str(r) for r in refused)
+    assert node._kv_quota is not None
+    keys, size = node._kv_quota.usage("kv")
+    assert keys == 5
+    assert size == 5 * (2 + len(value))
+    await kv(node, "set", "k0", b"short")  # shrinking a value always passes
+    await kv(node, "set", "new", b"y" * 100_000)
+
+
+async def test_kv_quota_counts_what_peers_wrote_and_what_was_on_disk(
+    make_node: Callable[..., Awaitable[Node]], wat: Wat, tmp_path: Path
+) -> None:
+    node = await make_node(max_kv_keys=3)
+    await node.deploy("kv", wat("hostcall"))
+    await kv(node, "set", "mine", b"v")
+    peer = crdt.Replica("peer-node")  # another node's writes, merged here by sync
+    peer.set("kv/kv/theirs1", b"v")
+    peer.incr("kv/kv/theirs2")
+    node.replica.merge(peer.delta(node.replica.digest()))
+    with pytest.raises(GuestError, match="4 keys, over its 3"):
+        await kv(node, "set", "mine2", b"v")
+    await node.__aexit__(None, None, None)
+
+    async with Node(Config(data_dir=tmp_path, gc_interval=0, max_kv_keys=3)) as again:
+        with pytest.raises(GuestError, match="4 keys, over its 3"):
+            await kv(again, "set", "mine2", b"v")
+        again.replica.merge(_deleting(peer, "kv/kv/theirs1").delta(again.replica.digest()))
+        await kv(again, "set", "mine2", b"v")
+
+
+def _deleting(replica: crdt.Replica, key: str) -> crdt.Replica:
+    replica.delete(key)
+    return replica
