@@ -87,9 +87,12 @@ class LoadedApp:
     host: HostHandler
     """Host functions bound to this app, for calls at depth 0."""
     metrics: Metrics
+    unloaded: bool = False
+    """Undeployed: its series are gone, and calls that were running are not counted again."""
 
     def observe(self, op: str, outcome: str, seconds: float) -> None:
-        self.metrics.observe_call(self.record.name, op, outcome, seconds)
+        if not self.unloaded:
+            self.metrics.observe_call(self.record.name, op, outcome, seconds)
 
 
 class Node:
@@ -322,6 +325,7 @@ class Node:
             if loaded is not None:
                 del self._apps[name]
                 loaded.pool.close()
+                loaded.unloaded = True
                 self.metrics.forget_app(name)
                 self._log_limiter.forget(name)
                 log.info("unloaded %s (undeployed)", name)

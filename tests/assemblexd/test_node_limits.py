@@ -42,6 +42,11 @@ def sample(node: Node, name: str, **labels: str) -> float | None:
     return None if value is None else float(value)
 
 
+def idle_busy(node: Node) -> dict[str, tuple[int, int]]:
+    """Per app, (idle, busy) instances of its pool."""
+    return {a["name"]: (a["pool"]["idle"], a["pool"]["busy"]) for a in node.status()["apps"]}
+
+
 async def poll_until(predicate: Callable[[], bool], limit: float = 5.0) -> None:
     """Wait until ``predicate()`` holds, checked every 5 ms: the node has no event for
     instances being created or freed."""
@@ -162,10 +167,13 @@ async def test_app_labels_are_the_apps_run_here(
             await node.call(f"nope{i}", "main", b"")
     assert node.metrics_text() == before
 
-    await node.deploy("gone", wat("console_log"))
-    await node.call("gone", "main", b"")
+    await node.deploy("gone", wat("host_sleep"))
+    await node.call("gone", "main", b"0")
     assert b'app="gone"' in node.metrics_text()
+    running = asyncio.ensure_future(node.call("gone", "main", b"200"))
+    await poll_until(lambda: idle_busy(node)["gone"][1] == 1)
     await node.undeploy("gone")
+    assert await running == b"200"  # a call running through the undeploy ends as it would
     assert b'app="gone"' not in node.metrics_text()  # undeployed: its series go with it
     assert b'app="echo"' in node.metrics_text()
     await node.deploy("gone", wat("console_log"))  # and come back fresh with it
