@@ -328,7 +328,7 @@ def test_what_one_app_can_take_from_a_daemon_is_bounded(
     assert b"kv: quota exceeded" in body
     assert b"--max-kv-keys" in body
 
-    for i in range(100):  # 2 console lines a call, 20 at once: most are dropped
+    for i in range(100):  # 2 console lines a call: most are dropped
         op = f"{i:03d}".ljust(4000, "x")
         assert http("POST", f"{url}/call/log/{op}", b"")[0] == 200
     status, metrics = http("GET", f"{url}/metrics")
@@ -340,5 +340,5 @@ def test_what_one_app_can_take_from_a_daemon_is_bounded(
         if line.startswith(b'assemblex_guest_log_dropped_total{app="log"}')
     ]  # fmt: skip
     assert dropped
-    assert float(dropped[0].split()[-1]) >= 150
+    assert float(dropped[0].split()[-1]) >= 100  # of 202: 20 at once, then 2 a second
     assert daemon.stop() == 0
