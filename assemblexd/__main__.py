@@ -257,7 +257,16 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         metavar="N",
         type=_int_at_least(1),
         default=_DEFAULTS.max_instances,
-        help="live instances on this node; beyond it calls get 503 (default: %(default)s)",
+        help="live instances on this node; at it the least recently used idle one is freed,"
+        " and with none idle calls get 503 (default: %(default)s)",
+    )
+    host.add_argument(
+        "--idle-timeout",
+        type=_seconds,
+        default=_DEFAULTS.idle_timeout,
+        metavar="S",
+        help="seconds an instance may stay idle before it is freed; 0 keeps them"
+        " (default: %(default)s)",
     )
     host.add_argument(
         "--call-timeout",
@@ -293,6 +302,28 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         default=_DEFAULTS.max_payload_mib,
         metavar="MIB",
         help="largest call payload, MiB (default: %(default)s)",
+    )
+    host.add_argument(
+        "--max-kv",
+        type=_int_at_least(1),
+        default=_DEFAULTS.max_kv_mib,
+        metavar="MIB",
+        help="bytes (keys and values) one app may keep in the kv store, MiB (default: %(default)s)",
+    )
+    host.add_argument(
+        "--max-kv-keys",
+        type=_int_at_least(1),
+        default=_DEFAULTS.max_kv_keys,
+        metavar="N",
+        help="keys one app may keep in the kv store (default: %(default)s)",
+    )
+    host.add_argument(
+        "--guest-log-rate",
+        type=_int_at_least(1),
+        default=_DEFAULTS.guest_log_rate,
+        metavar="N",
+        help="console lines per second one app may log, bursts of 10 times as many; the rest"
+        " are dropped and counted (default: %(default)s)",
     )
     run.add_argument(
         "--max-apps",
@@ -431,6 +462,10 @@ def config_from_args(ns: argparse.Namespace, environ: Mapping[str, str] | None =
         redis_urls=tuple(ns.redis_url),
         pool_size=ns.pool_size,
         max_instances=ns.max_instances,
+        idle_timeout=ns.idle_timeout,
+        max_kv_mib=ns.max_kv,
+        max_kv_keys=ns.max_kv_keys,
+        guest_log_rate=ns.guest_log_rate,
         call_timeout=ns.call_timeout,
         call_wall_timeout=ns.call_wall_timeout,
         max_memory_mib=ns.max_memory,

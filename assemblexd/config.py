@@ -68,7 +68,10 @@ class Config:
     pool_size: int = 16
     """Idle warm instances kept per app; more are created on demand and dropped when idle."""
     max_instances: int = 1024
-    """Live instances (idle and busy, all apps) on this node; beyond it calls get 503."""
+    """Live instances (idle and busy, all apps) on this node. At it, a call that needs a new
+    instance frees the least recently used idle one of the node; with none idle it gets 503."""
+    idle_timeout: float = 60.0
+    """Seconds an instance may stay idle before it is freed; 0 keeps idle instances."""
     call_timeout: float = 10.0
     """Guest execution time per call, in seconds, not counting time waiting on the host (504)."""
     call_wall_timeout: float = 60.0
@@ -94,6 +97,15 @@ class Config:
     gc_grace: float = 3600.0
     """Seconds an unreferenced blob is kept after it was last stored or loaded (a deploy or
     fetch may be writing the record that names it)."""
+    max_kv_mib: int = 16
+    """Bytes (keys and values) one app may keep in the ``kv`` store, in MiB (host error past it)."""
+    max_kv_keys: int = 10_000
+    """Keys one app may keep in the ``kv`` store (values and counters; host error past it)."""
+    guest_log_rate: int = 100
+    """Console lines per second one app may write to the node's log (bursts of 10 times as
+    many); the rest are dropped and counted."""
+    guest_log_line_bytes: int = 4096
+    """Longest guest console line written to the log, in bytes; longer ones are cut."""
     log_format: str = "text"
     """``text`` or ``json`` (one object per line) on stderr."""
 

@@ -14,19 +14,23 @@ never as an exception of the node. Details and choices: docs/host-functions.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 import msgpack
 import redis.asyncio as aioredis
 import redis.exceptions
 
+import crdt
+
 from .errors import AssemblexError, HostError
 from .records import AppRecord
 from .scheduler import HostHandler
 
-__all__ = ["MAX_SLEEP_MS", "Host", "KVStore"]
+__all__ = ["MAX_SLEEP_MS", "Host", "KVQuota", "KVStore"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,158 @@ class ReplicaKV:
         return self._replica.value(f"kv/{key}")
 
 
+COUNTER_BYTES = 8
+"""What a counter costs against ``--max-kv`` beyond its key (its count, as a 64-bit integer)."""
+
+
+class _Entry:
+    """What one key of the ``kv`` store counts for against its app's quota."""
+
+    __slots__ = ("counter", "key_bytes", "value_bytes")
+
+    def __init__(self, key_bytes: int, value_bytes: int | None, counter: bool) -> None:
+        self.key_bytes = key_bytes
+        self.value_bytes = value_bytes
+        """Length of the value; None without one (never set, or deleted)."""
+        self.counter = counter
+
+    @property
+    def keys(self) -> int:
+        return (self.value_bytes is not None) + self.counter
+
+    @property
+    def bytes(self) -> int:
+        size = 0 if self.value_bytes is None else self.key_bytes + self.value_bytes
+        return size + (self.key_bytes + COUNTER_BYTES if self.counter else 0)
+
+
+class KVQuota:
+    """How much of the ``kv`` store each app holds, and the limits of it.
+
+    Measured on the node's replica, which holds every node's writes as far as they have been
+    synced here: a value counts its key and value bytes, a counter its key and 8 bytes, and each
+    counts as one key (a key with a value and a counter counts twice). The totals follow every
+    change of the replica, local or merged (``Replica.subscribe``), so the quota holds across
+    the cluster except for writes made on other nodes that have not reached this one yet.
+    Merged writes are never refused (replicas must converge): the quota is checked where a guest
+    writes. Thread-safe: the replica reports changes on the thread that made them.
+    """
+
+    def __init__(self, replica: crdt.Replica, max_bytes: int, max_keys: int) -> None:
+        self.max_bytes = max_bytes
+        self.max_keys = max_keys
+        self._replica = replica
+        self._lock = threading.Lock()
+        self._entries: dict[str, _Entry] = {}
+        """Replica key (``kv/<app>/<key>``) -> what it counts for."""
+        self._usage: dict[str, list[int]] = {}
+        """App -> [keys, bytes] in the replica."""
+        self._writing: dict[str, dict[str, list[_Entry]]] = {}
+        """App -> replica key -> what it holds once each write being made to it is made."""
+        # Subscribed before the scan: a change meanwhile is counted twice at worst, and a
+        # recount reads the replica's current state, so counting twice is harmless.
+        self._unsubscribe = replica.subscribe(self._changed)
+        for key in {*replica.keys("kv/"), *replica.counter_keys("kv/")}:
+            self._changed(key)
+
+    def close(self) -> None:
+        self._unsubscribe()
+
+    def usage(self, app: str) -> tuple[int, int]:
+        """(keys, bytes) ``app`` holds in the store, as this node's replica knows it."""
+        with self._lock:
+            keys, size = self._usage.get(app, (0, 0))
+            return keys, size
+
+    def _changed(self, key: str) -> None:
+        if not key.startswith("kv/"):
+            return
+        app, sep, user_key = key[3:].partition("/")
+        if not sep:
+            return
+        # Measured under our lock (ours, then the replica's, never the other way round), so
+        # that two threads recounting one key cannot apply an older measure last.
+        with self._lock:
+            value = self._replica.get(key)
+            entry = _Entry(
+                len(user_key.encode()),
+                None if value is None else len(value),
+                self._replica.value(key) > 0,
+            )
+            old = self._entries.get(key)
+            usage = self._usage.setdefault(app, [0, 0])
+            if old is not None:
+                usage[0] -= old.keys
+                usage[1] -= old.bytes
+            usage[0] += entry.keys
+            usage[1] += entry.bytes
+            if entry.keys:
+                self._entries[key] = entry
+            else:
+                self._entries.pop(key, None)
+
+    @contextlib.contextmanager
+    def write(self, app: str, key: str, *, value: int | None = None) -> Iterator[None]:
+        """Check and hold room for a write of ``app``'s ``key`` while it is made: a value of
+        ``value`` bytes, or (``value`` None) an increment of its counter.
+
+        Raises HostError if the write would take the app past a limit; a write that takes
+        nothing more (a value made shorter, a counter that exists) always passes.
+        """
+        scoped = f"kv/{app}/{key}"
+        with self._lock:
+            old = self._entries.get(scoped) or _Entry(len(key.encode()), None, False)
+            new = _Entry(old.key_bytes, old.value_bytes, old.counter)
+            if value is None:
+                new.counter = True
+            else:
+                new.value_bytes = value
+            writes = self._writing.setdefault(app, {})
+            writes.setdefault(scoped, []).append(new)
+            try:
+                keys, size = self._usage.get(app, (0, 0))
+                more_keys, more_bytes = self._in_flight(writes)
+                if new.keys > old.keys and keys + more_keys > self.max_keys:
+                    raise HostError(
+                        f"kv: quota exceeded: the app would hold {keys + more_keys} keys, over"
+                        f" its {self.max_keys} (--max-kv-keys); delete some first"
+                    )
+                if new.bytes > old.bytes and size + more_bytes > self.max_bytes:
+                    raise HostError(
+                        f"kv: quota exceeded: the app would hold {size + more_bytes} bytes,"
+                        f" over its {self.max_bytes} (--max-kv); delete or shorten values first"
+                    )
+            except HostError:
+                self._done(app, scoped, new)
+                raise
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._done(app, scoped, new)
+
+    def _in_flight(self, writes: dict[str, list[_Entry]]) -> tuple[int, int]:
+        """What writes being made add to their app's usage, beyond what the replica holds:
+        the room held for a write is no longer counted once the replica has its result (so a
+        write counts once, whichever of the two is seen)."""
+        more_keys = more_bytes = 0
+        for scoped, targets in writes.items():
+            now = self._entries.get(scoped)
+            keys, size = (now.keys, now.bytes) if now is not None else (0, 0)
+            more_keys += max(0, max(t.keys for t in targets) - keys)
+            more_bytes += max(0, max(t.bytes for t in targets) - size)
+        return more_keys, more_bytes
+
+    def _done(self, app: str, scoped: str, target: _Entry) -> None:
+        writes = self._writing[app]
+        targets = writes[scoped]
+        targets.remove(target)
+        if not targets:
+            del writes[scoped]
+            if not writes:
+                del self._writing[app]
+
+
 class KVStore(Protocol):
     """What the ``kv`` namespace needs of a store (the local one now, the replicated one later)."""
 
@@ -96,8 +252,10 @@ class Host:
         redis_urls: Mapping[str, str],
         max_call_depth: int,
         on_host_call: Callable[[str], None] | None = None,
+        kv_quota: KVQuota | None = None,
     ) -> None:
         self._store = kv
+        self._quota = kv_quota
         self._call_app = call_app
         self._redis_urls = dict(redis_urls)
         self._redis: dict[str, aioredis.Redis] = {}
@@ -166,11 +324,15 @@ class Host:
                 raise HostError(f"kv: no value for key {key!r}")
             # Writes wait for the store's fsync: off the loop, so that concurrent writers
             # share one (group commit) and other calls go on meanwhile.
+            # The quota is checked before, and room held during, the write.
+            quota = self._quota
             if op == "set":
-                await asyncio.to_thread(store.set, scoped, payload)
+                with quota.write(app, key, value=len(payload)) if quota else _NO_QUOTA:
+                    await asyncio.to_thread(store.set, scoped, payload)
                 return b""
             if op == "del":
-                await asyncio.to_thread(store.delete, scoped)
+                if store.get(scoped) is not None:  # no tombstone for a key without a value
+                    await asyncio.to_thread(store.delete, scoped)
                 return b""
             if op == "incr":
                 try:
@@ -179,7 +341,10 @@ class Host:
                     raise HostError("kv.incr: payload must be an ASCII integer") from None
                 if n < 0:
                     raise HostError("kv.incr: counters only grow; the increment must be >= 0")
-                return str(await asyncio.to_thread(store.incr, scoped, n)).encode()
+                if n == 0:
+                    return str(store.value(scoped)).encode()
+                with quota.write(app, key) if quota else _NO_QUOTA:
+                    return str(await asyncio.to_thread(store.incr, scoped, n)).encode()
         except ValueError as exc:  # the store's limits (key or value too large)
             raise HostError(f"kv: {exc}") from None
         raise HostError(f"unknown operation: kv.{op}")
@@ -253,6 +418,9 @@ class Host:
             if not message.startswith("call "):
                 message = f"call {target}/{op}: {message}"
             raise HostError(message) from None
+
+
+_NO_QUOTA = contextlib.nullcontext()
 
 
 def _encode_reply(reply: Any) -> bytes:

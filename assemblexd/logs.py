@@ -11,9 +11,19 @@ import datetime
 import json
 import logging
 import sys
+import threading
+import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
-__all__ = ["FORMATS", "JsonFormatter", "TextFormatter", "setup_logging"]
+__all__ = [
+    "FORMATS",
+    "JsonFormatter",
+    "LineLimiter",
+    "TextFormatter",
+    "guest_line",
+    "setup_logging",
+]
 
 FORMATS = ("text", "json")
 
@@ -85,3 +95,64 @@ def setup_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+
+
+# Control characters of a guest's line, shown escaped: a guest must not start a line of the
+# node's log of its own (a forged "deployed ..." line) nor move the terminal's cursor.
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F) if c != 0x09} | {
+    0x0A: "\\n",
+    0x0D: "\\r",
+}
+
+
+def guest_line(line: bytes, max_bytes: int) -> tuple[str, bool]:
+    """The text logged for a guest's console line, and whether it was cut.
+
+    At most ``max_bytes`` of the line are kept (then `` [cut: N bytes]`` tells its length);
+    invalid UTF-8 is replaced and control characters but tab are escaped (``\\n``,
+    ``\\x1b``), so one console line is one line of the node's log.
+    """
+    cut = len(line) > max_bytes
+    text = line[:max_bytes].decode("utf-8", "replace").translate(_ESCAPES)
+    if cut:
+        text += f" [cut: {len(line)} bytes]"
+    return text, cut
+
+
+class LineLimiter:
+    """How many console lines each app may log: a token bucket per app (``rate`` lines a
+    second, ``burst`` at once). Thread-safe: guests log from the scheduler's worker threads."""
+
+    def __init__(
+        self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._buckets: dict[str, list[float]] = {}
+        """Per app: [tokens, time of the last refill, lines dropped since the last logged]."""
+
+    def admit(self, app: str) -> tuple[bool, int]:
+        """Whether ``app`` may log a line now; with True, how many of its lines were dropped
+        since the last one it logged (to report them), with False 0."""
+        now = self._clock()
+        with self._lock:
+            bucket = self._buckets.get(app)
+            if bucket is None:
+                bucket = self._buckets[app] = [self.burst, now, 0]
+            tokens = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
+            bucket[1] = now
+            if tokens < 1:
+                bucket[0] = tokens
+                bucket[2] += 1
+                return False, 0
+            bucket[0] = tokens - 1
+            dropped = int(bucket[2])
+            bucket[2] = 0
+            return True, dropped
+
+    def forget(self, app: str) -> None:
+        """Drop the bucket of an app no longer run."""
+        with self._lock:
+            self._buckets.pop(app, None)

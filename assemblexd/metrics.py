@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -12,6 +13,15 @@ from prometheus_client.registry import Collector
 __all__ = ["Metrics"]
 
 _NAMESPACES = ("host", "kv", "redis", "call")
+
+MAX_OPS_PER_APP = 32
+"""Operation names of one app that get a series of their own in ``assemblex_calls``."""
+MAX_OP_LABEL = 64
+"""Longest operation name (in characters) used as a label value."""
+OTHER_OP = "_other"
+"""The ``op`` label of successful calls past those bounds."""
+FAILED_OP = "-"
+"""The ``op`` label of calls that did not succeed."""
 
 
 class _Counts(Collector):
@@ -46,11 +56,13 @@ class _Counts(Collector):
 class Metrics:
     def __init__(self) -> None:
         self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._ops: dict[str, set[str]] = {}
+        """Per app, the operation names that have a series of their own."""
         self.registry = CollectorRegistry()
         r = self.registry
         self.calls = Counter(
             "assemblex_calls",
-            "Calls by app, operation (\"-\" unless it succeeded) and outcome",
+            'Calls by app, operation ("-" unless it succeeded) and outcome',
             ["app", "op", "outcome"],
             registry=r,
         )
@@ -78,6 +90,17 @@ class Metrics:
                 "Times a peer's link was read slower: paced (over its rate) or held (sync behind)",
                 "reason",
                 lambda: self.peer_read_waits(),
+            )
+        )
+        self.instances_freed: Callable[[], Mapping[str, int] | None] = lambda: None
+        """Set by the node: idle instances freed, ``evicted`` (to make room for another app's
+        at --max-instances) and ``expired`` (idle past --idle-timeout)."""
+        r.register(
+            _Counts(
+                "assemblex_instances_freed",
+                "Idle instances freed: evicted (room for another app at the cap) or expired",
+                "reason",
+                lambda: self.instances_freed(),
             )
         )
         self.deploys = Counter("assemblex_deploys", "Deploys accepted by this node", registry=r)
@@ -120,20 +143,77 @@ class Metrics:
         self.pool_idle = Gauge(
             "assemblex_pool_idle", "Idle warm instances per app", ["app"], registry=r
         )
+        self.guest_log_dropped = Counter(
+            "assemblex_guest_log_dropped",
+            "Guest console lines not logged: over the app's --guest-log-rate",
+            ["app"],
+            registry=r,
+        )
+        self.guest_log_cut = Counter(
+            "assemblex_guest_log_cut",
+            "Guest console lines logged cut short (over the longest line logged)",
+            ["app"],
+            registry=r,
+        )
+        self.kv_keys = Gauge(
+            "assemblex_kv_keys",
+            "Keys each app holds in the kv store (values and counters; against --max-kv-keys)",
+            ["app"],
+            registry=r,
+        )
+        self.kv_bytes = Gauge(
+            "assemblex_kv_bytes",
+            "Bytes each app holds in the kv store (keys and values; against --max-kv)",
+            ["app"],
+            registry=r,
+        )
+        self.per_app: tuple[Any, ...] = (
+            self.guest_log_dropped,
+            self.guest_log_cut,
+            self.kv_keys,
+            self.kv_bytes,
+        )
+        """Metrics labelled by app alone that :meth:`forget_app` also drops."""
 
     def observe_call(self, app: str, op: str, outcome: str, seconds: float) -> None:
-        # Operation names come from clients: only those that worked become label values, so
-        # junk names cannot grow the label set without bound.
+        """Count a call of a running app (the node never observes calls to unknown apps, so
+        ``app`` is bounded by the apps it runs, and :meth:`forget_app` drops undeployed ones).
+
+        Operation names come from clients and guests do not declare theirs: a name becomes a
+        label value only once it succeeded, is at most MAX_OP_LABEL characters, and is among
+        the first MAX_OPS_PER_APP such names of the app; the rest share ``_other``.
+        """
         if outcome != "ok":
-            op = "-"
+            op = FAILED_OP
         # labels() costs a lock and a dict lookup per call: keep the children.
         key = (app, op, outcome)
         children = self._children.get(key)
         if children is None:
-            children = (self.calls.labels(app, op, outcome), self.call_seconds.labels(app))
-            self._children[key] = children
+            if op != FAILED_OP:
+                ops = self._ops.setdefault(app, set())
+                if op not in ops:
+                    if len(op) > MAX_OP_LABEL or len(ops) >= MAX_OPS_PER_APP:
+                        op = OTHER_OP
+                    else:
+                        ops.add(op)
+                    key = (app, op, outcome)
+            children = self._children.get(key)
+            if children is None:
+                children = (self.calls.labels(app, op, outcome), self.call_seconds.labels(app))
+                self._children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def forget_app(self, app: str) -> None:
+        """Drop every series of ``app`` (undeployed, or no longer run here): app names come
+        and go, the series must not pile up."""
+        self._ops.pop(app, None)
+        for key in [k for k in self._children if k[0] == app]:
+            del self._children[key]
+            self.calls.remove(*key)
+        for metric in (self.call_seconds, self.reloads, self.pool_idle, *self.per_app):
+            with contextlib.suppress(KeyError):
+                metric.remove(app)
 
     def host_call(self, namespace: str) -> None:
         """Count a host call (on the loop thread). Namespace names come from guests: unknown

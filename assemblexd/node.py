@@ -35,7 +35,8 @@ from .errors import (
     PayloadTooLarge,
     UnknownApp,
 )
-from .hostfuncs import Host, ReplicaKV
+from .hostfuncs import Host, KVQuota, ReplicaKV
+from .logs import LineLimiter, guest_line
 from .metrics import Metrics
 from .pool import AppPool, InstanceCap
 from .records import DEFAULT_CAPABILITIES, NAMESPACES, AppRecord
@@ -86,9 +87,12 @@ class LoadedApp:
     host: HostHandler
     """Host functions bound to this app, for calls at depth 0."""
     metrics: Metrics
+    unloaded: bool = False
+    """Undeployed: its series are gone, and calls that were running are not counted again."""
 
     def observe(self, op: str, outcome: str, seconds: float) -> None:
-        self.metrics.observe_call(self.record.name, op, outcome, seconds)
+        if not self.unloaded:
+            self.metrics.observe_call(self.record.name, op, outcome, seconds)
 
 
 class Node:
@@ -107,6 +111,10 @@ class Node:
         self.url = config.url
         """The URL peers and clients reach this node at (the server sets the real port)."""
         self.metrics = Metrics()
+        self.metrics.instances_freed = lambda: {
+            "evicted": self._cap.evicted,
+            "expired": self._cap.expired,
+        }
         self.metrics.peer_read_waits = lambda: (
             None if self.cluster is None else self.cluster.peer_read_waits()
         )
@@ -127,11 +135,13 @@ class Node:
         self._deploy_lock = asyncio.Lock()
         self._app_locks: dict[str, asyncio.Lock] = {}
         self._cap = InstanceCap(config.max_instances)
+        self._log_limiter = LineLimiter(config.guest_log_rate, 10 * config.guest_log_rate)
         self._engine: Engine | None = None
         self._scheduler: Scheduler | None = None
         self._replica: crdt.Replica | None = None
         self._registry: Registry | None = None
         self._host: Host | None = None
+        self._kv_quota: KVQuota | None = None
         self._stack = contextlib.AsyncExitStack()
         self._group: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -151,12 +161,16 @@ class Node:
         )
         self._replica = crdt.Replica(self.id, Path(self.config.data_dir) / "replica.log")
         self._registry = Registry(self._replica, self.name)
+        self._kv_quota = KVQuota(
+            self._replica, self.config.max_kv_mib * MIB, self.config.max_kv_keys
+        )
         self._host = Host(
             ReplicaKV(self._replica),
             self._call_from_guest,
             dict(self.config.redis_urls),
             self.config.max_call_depth,
             on_host_call=self.metrics.host_call,
+            kv_quota=self._kv_quota,
         )
         _wasm.set_log_sink(self._guest_log)
         # Serve what is on disk at once, before any peer is heard from.
@@ -166,6 +180,8 @@ class Node:
         self._spawn(self._watch())
         if self.config.gc_interval > 0:
             self._spawn(self._collector())
+        if self.config.idle_timeout > 0:
+            self._spawn(self._expirer())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -177,6 +193,8 @@ class Node:
         self._apps.clear()
         if self._host is not None:
             await self._host.close()
+        if self._kv_quota is not None:
+            self._kv_quota.close()
         if self._scheduler is not None:
             self._scheduler.close()
         if self._engine is not None:
@@ -307,6 +325,9 @@ class Node:
             if loaded is not None:
                 del self._apps[name]
                 loaded.pool.close()
+                loaded.unloaded = True
+                self.metrics.forget_app(name)
+                self._log_limiter.forget(name)
                 log.info("unloaded %s (undeployed)", name)
                 self._apps_changed()
                 for waiting in list(self._waiting):  # a slot is free: the first to come runs
@@ -622,6 +643,14 @@ class Node:
                 log.exception("garbage collection failed")
             await asyncio.sleep(interval)
 
+    async def _expirer(self) -> None:
+        """Free instances idle for longer than --idle-timeout, checking twice per timeout (at
+        most every 30 s): an instance is freed between 1 and 1.5 timeouts after its last use."""
+        timeout = self.config.idle_timeout
+        while True:
+            await asyncio.sleep(min(timeout / 2, 30.0))
+            self._cap.expire(timeout)
+
     def blob_path(self, sha256: str) -> Path:
         """Path of a stored module. Raises NotFound."""
         path = self.storage.blob_path(sha256)
@@ -675,17 +704,38 @@ class Node:
             self.metrics.view_size.labels("passive").set(len(passive))
         for name, app in self._apps.items():
             self.metrics.pool_idle.labels(name).set(app.pool.idle)
+            if self._kv_quota is not None:
+                keys, size = self._kv_quota.usage(name)
+                self.metrics.kv_keys.labels(name).set(keys)
+                self.metrics.kv_bytes.labels(name).set(size)
         return self.metrics.render()
 
     def _guest_log(self, inst: Instance, line: bytes) -> None:
+        """Log a guest's console line (on the thread running the guest): at most
+        ``guest_log_line_bytes`` of it, and at most ``--guest-log-rate`` lines a second per app;
+        the rest are counted, and reported with the app's next line logged."""
         app, version = inst.tag if isinstance(inst.tag, tuple) else ("?", 0)
-        guest_log.info(
-            "[%s v%s] %s",
-            app,
-            version,
-            line.decode("utf-8", "replace"),
-            extra={"app": app, "version": version},
-        )
+        # Series only for apps run here: a line of an app undeployed meanwhile is not counted.
+        running = app in self._apps
+        admitted, dropped = self._log_limiter.admit(app)
+        if not admitted:
+            if running:
+                self.metrics.guest_log_dropped.labels(app).inc()
+            return
+        extra = {"app": app, "version": version}
+        if dropped:
+            guest_log.warning(
+                "[%s v%s] %d console lines dropped (over --guest-log-rate %s a second)",
+                app,
+                version,
+                dropped,
+                self.config.guest_log_rate,
+                extra=extra,
+            )
+        text, cut = guest_line(line, self.config.guest_log_line_bytes)
+        if cut and running:
+            self.metrics.guest_log_cut.labels(app).inc()
+        guest_log.info("[%s v%s] %s", app, version, text, extra=extra)
 
 
 def _capabilities(capabilities: Sequence[str] | None) -> tuple[str, ...]:

@@ -4,13 +4,19 @@ A pool is elastic: :meth:`AppPool.acquire` takes an idle instance or creates one
 for one to be returned, which is what lets a guest call itself through the ``call`` namespace
 without deadlock); :meth:`AppPool.release` keeps at most ``pool_size`` idle instances and drops
 the rest. An instance that trapped, timed out or was cancelled is poisoned and never reused.
-The :class:`InstanceCap` counts every live instance of the node, idle or busy; past it a call
-gets :class:`~assemblexd.errors.Overloaded` (503) instead of the node growing without bound.
+
+The :class:`InstanceCap` counts every live instance of the node, idle or busy, and knows every
+idle one in the order they were last released. A pool that needs a new instance at the cap
+frees the least recently used idle instance of the node first (idle instances must not keep
+other apps out); only when every live instance is busy does a call get
+:class:`~assemblexd.errors.Overloaded` (503). Idle instances also expire: :meth:`InstanceCap.expire`
+(run periodically by the node) frees those idle for longer than ``--idle-timeout``.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import time
+from collections import OrderedDict, deque
 from typing import Any
 
 from ._wasm import CompiledModule, Engine, Instance, WasmTrap
@@ -21,19 +27,61 @@ __all__ = ["AppPool", "InstanceCap"]
 
 
 class InstanceCap:
-    """The node-wide count of live instances and its limit."""
+    """The node-wide count of live instances and its limit, and the node's idle instances
+    from least to most recently used."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.live = 0
+        self.evicted = 0
+        """Idle instances freed to make room for another pool's new instance, so far."""
+        self.expired = 0
+        """Idle instances freed by :meth:`expire`, so far."""
+        self._idle: OrderedDict[Instance, tuple[AppPool, float]] = OrderedDict()
 
-    def take(self) -> None:
+    def take(self, *, evict: bool = True) -> None:
+        """Count one more live instance. At the limit, free the least recently used idle
+        instance first (if ``evict``); raises Overloaded when there is none to free."""
+        if self.live >= self.limit and evict and self._idle:
+            inst, (pool, _) = self._idle.popitem(last=False)
+            pool._evicted(inst)
+            self.evicted += 1
         if self.live >= self.limit:
-            raise Overloaded(f"too many live instances ({self.limit}); retry later")
+            raise Overloaded(f"too many live instances ({self.limit}), all busy; retry later")
         self.live += 1
 
     def give_back(self) -> None:
         self.live -= 1
+
+    def parked(self, inst: Instance, pool: AppPool) -> None:
+        """``inst`` went idle in ``pool`` just now."""
+        self._idle[inst] = (pool, time.monotonic())
+
+    def unparked(self, inst: Instance) -> None:
+        """``inst`` is no longer idle (taken for a call, or freed)."""
+        self._idle.pop(inst, None)
+
+    @property
+    def idle(self) -> int:
+        """Idle instances of the node, all pools."""
+        return len(self._idle)
+
+    def expire(self, idle_for: float, now: float | None = None) -> int:
+        """Free the instances idle for longer than ``idle_for`` seconds; returns how many.
+
+        ``now`` is ``time.monotonic()`` unless given (tests).
+        """
+        cutoff = (time.monotonic() if now is None else now) - idle_for
+        freed = 0
+        while self._idle:
+            inst, (pool, since) = next(iter(self._idle.items()))
+            if since > cutoff:
+                break  # the rest were released later still
+            del self._idle[inst]
+            pool._evicted(inst)
+            freed += 1
+        self.expired += freed
+        return freed
 
 
 class AppPool:
@@ -77,8 +125,9 @@ class AppPool:
         """
         if self._idle:
             inst = self._idle.pop()
+            self._cap.unparked(inst)
         else:
-            inst = await self._create(deadline)
+            inst = await self._create(deadline, evict=True)
         self.busy += 1
         return inst
 
@@ -87,21 +136,33 @@ class AppPool:
         if inst.poisoned or self.closed or len(self._idle) >= self.pool_size:
             self._destroy(inst)
         else:
-            self._idle.append(inst)
+            self._park(inst)
 
     async def warm(self, n: int) -> None:
-        """Create instances until ``n`` are idle (or the node-wide cap stops it)."""
+        """Create instances until ``n`` are idle (or the node-wide cap stops it: warming
+        never frees other pools' idle instances)."""
         while len(self._idle) < min(n, self.pool_size) and not self.closed:
-            self._idle.append(await self._create(None))
+            self._park(await self._create(None, evict=False))
 
     def close(self) -> None:
         """Drop idle instances now; busy ones are dropped when released."""
         self.closed = True
         while self._idle:
-            self._destroy(self._idle.pop())
+            inst = self._idle.pop()
+            self._cap.unparked(inst)
+            self._destroy(inst)
 
-    async def _create(self, deadline: float | None) -> Instance:
-        self._cap.take()
+    def _park(self, inst: Instance) -> None:
+        self._idle.append(inst)
+        self._cap.parked(inst, self)
+
+    def _evicted(self, inst: Instance) -> None:
+        """The cap took ``inst``, idle here, away (to make room, or expired): free it."""
+        self._idle.remove(inst)  # at most pool_size long
+        self._destroy(inst)
+
+    async def _create(self, deadline: float | None, *, evict: bool) -> Instance:
+        self._cap.take(evict=evict)
         inst = Instance(self._engine, self.compiled, self._max_memory, self.tag)
         try:
             run = self._scheduler.run

@@ -190,6 +190,11 @@ class Replica:
         with self._lock:
             return self._state.keys(prefix)
 
+    def counter_keys(self, prefix: str = "") -> list[str]:
+        """Counters that start with ``prefix``, sorted."""
+        with self._lock:
+            return self._state.counter_keys(prefix)
+
     def _commit(self, write: Callable[[float], tuple[Delta, int | None]]) -> int | None:
         with self._lock:
             self._check_open()

@@ -107,6 +107,10 @@ class State:
             k for k, r in self.regs.items() if r.value is not None and k.startswith(prefix)
         )
 
+    def counter_keys(self, prefix: str = "") -> list[str]:
+        """Counters (any value, 0 included once written) whose key starts with ``prefix``."""
+        return sorted(k for k in self.ctrs if k.startswith(prefix))
+
     def local_version(self) -> int:
         """The stamp of this node's latest write (0 if none)."""
         return self.vv.get(self.node_id, 0)

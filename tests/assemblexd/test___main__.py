@@ -43,6 +43,10 @@ def test_run_all_flags() -> None:
         "--redis-url", "cache=redis://10.0.0.9:6379/1",
         "--pool-size", "0",
         "--max-instances", "50",
+        "--idle-timeout", "0",
+        "--max-kv", "4",
+        "--max-kv-keys", "100",
+        "--guest-log-rate", "5",
         "--call-timeout", "2.5",
         "--call-wall-timeout", "30",
         "--max-memory", "128",
@@ -64,6 +68,10 @@ def test_run_all_flags() -> None:
         redis_urls=(("", "redis://127.0.0.1:6379/0"), ("cache", "redis://10.0.0.9:6379/1")),
         pool_size=0,
         max_instances=50,
+        idle_timeout=0.0,
+        max_kv_mib=4,
+        max_kv_keys=100,
+        guest_log_rate=5,
         call_timeout=2.5,
         call_wall_timeout=30.0,
         max_memory_mib=128,
@@ -167,6 +175,7 @@ def test_run_help_mentions_every_flag(capsys: pytest.CaptureFixture[str]) -> Non
         "--insecure", "--token", "--redis-url", "--pool-size", "--max-instances",
         "--call-timeout", "--call-wall-timeout", "--max-memory", "--max-upload",
         "--max-payload", "--log-format", "--tls-cert", "--tls-key", "--tls-ca",
+        "--idle-timeout", "--max-kv", "--max-kv-keys", "--guest-log-rate",
     ):  # fmt: skip
         assert flag in out
     assert "$PORT" in out

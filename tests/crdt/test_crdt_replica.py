@@ -40,6 +40,10 @@ def test_registers_and_counters() -> None:
     r.set("app/y", b"2")
     r.delete("app/y")
     assert r.keys("app/") == ["app/x"]
+    r.incr("app/n")
+    r.incr("app/m", 0)  # no write: no counter
+    assert r.counter_keys("app/") == ["app/n"]
+    assert r.counter_keys() == ["app/n", "c"]
 
 
 def test_local_misuse_raises_local_error() -> None:

@@ -294,3 +294,51 @@ def _daemon_with_sleep(
     )
     assert status == 201
     return daemon
+
+
+def test_what_one_app_can_take_from_a_daemon_is_bounded(
+    tmp_path: Path, wat: Callable[[str], bytes], start_daemon: Callable[..., Daemon]
+) -> None:
+    """The flags reach a real daemon: idle instances give way at --max-instances, console
+    lines are cut and rate-limited, the kv quota holds, caller-chosen operation names do not
+    grow /metrics."""
+    daemon = start_daemon(
+        tmp_path / "data", "--max-instances", "2", "--guest-log-rate", "2", "--max-kv-keys", "2"
+    )
+    daemon.wait_listening()
+    url = daemon.url
+    for name, guest in (("a", "echo"), ("b", "echo"), ("log", "console_log"), ("kv", "hostcall")):
+        status, _ = http(
+            "POST", f"{url}/deploy?name={name}", wat(guest), {"Content-Type": "application/wasm"}
+        )
+        assert status == 201
+
+    assert http("POST", f"{url}/call/a/echo", b"x") == (200, b"x")
+    assert http("POST", f"{url}/call/b/echo", b"x") == (200, b"x")  # the cap: 2 idle instances
+    assert http("POST", f"{url}/call/log/main", b"y" * (1 << 20)) == (200, b"logged")  # was 503
+    cut = daemon.wait_log(lambda r: r.get("app") == "log", since=0)
+    assert cut["msg"].endswith(f" [cut: {1 << 20} bytes]")
+    assert len(cut["msg"]) < 4200
+
+    for i in range(3):
+        status, body = http(
+            "POST", f"{url}/call/kv/main", b"\0".join([b"k%d" % i, b"kv", b"set", b"v"])
+        )
+        assert status == (200 if i < 2 else 500), body
+    assert b"kv: quota exceeded" in body
+    assert b"--max-kv-keys" in body
+
+    for i in range(100):  # 2 console lines a call: most are dropped
+        op = f"{i:03d}".ljust(4000, "x")
+        assert http("POST", f"{url}/call/log/{op}", b"")[0] == 200
+    status, metrics = http("GET", f"{url}/metrics")
+    assert status == 200
+    assert len(metrics) < 40_000  # 100 4 KB label values alone would be 400 KB
+    assert b'assemblex_calls_total{app="log",op="_other",outcome="ok"}' in metrics
+    dropped = [
+        line for line in metrics.splitlines()
+        if line.startswith(b'assemblex_guest_log_dropped_total{app="log"}')
+    ]  # fmt: skip
+    assert dropped
+    assert float(dropped[0].split()[-1]) >= 100  # of 202: 20 at once, then 2 a second
+    assert daemon.stop() == 0
