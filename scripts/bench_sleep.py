@@ -12,7 +12,7 @@ medians reported. For scale, the same load goes to a bare aiohttp server whose h
 does `await asyncio.sleep(0.5)` (the floor of this client and aiohttp on this machine),
 alternating with the daemon, and the same 2,000 calls go to a Node inside this process
 (`node.call`, no HTTP at all: what the runtime alone costs).
-Goals (issue 2): all 200, wall time < 2.5 s, peak threads <= 32.
+Goals: all 200, wall time < 2.5 s, peak threads <= 32.
 
 Run: .venv/bin/python scripts/bench_sleep.py [-n CALLS] [-r ROUNDS] [-s SLEEP_MS]
 """

@@ -8,7 +8,7 @@ with guests/wat/spin.wat deployed as `spin` and guests/wat/echo.wat as `echo`:
       a few seconds, once with nothing else running ("idle") and once while 4 `spin` calls,
       each calibrated to run several seconds alone, are in flight ("spinning"). The two
       alternate for several rounds; printed: p50 / p99 / max per run and medians over rounds.
-      Goal (issue 2): p99 < 50 ms while spinning.
+      Goal: p99 < 50 ms while spinning.
   (b) parallelism: wall time of one `spin` call alone, and of two sent at once; printed:
       pair / single per round and the median. Goal: <= 1.3. The machine has 2 cores and
       anything else running on them shows here, so each round also times a control: the same
