@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The cluster (issue 6): deploy propagation, hot reload under load, simulated propagation.
+"""The cluster: deploy propagation, hot reload under load, simulated propagation.
 
 1. Propagation. Starts N daemons (default 8) as subprocesses on 127.0.0.1, each with
    `--no-mdns`, the first alone and the others `--join`ing it, and waits until every node's

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Figures of the replicated store (issue 4), each bounded in time.
+"""Figures of the replicated store, each bounded in time.
 
 1. Merges per second: one-write deltas (what an eager push carries) merged into a replica in
    memory and on disk; and entries per second within one large delta.

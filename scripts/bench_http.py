@@ -7,7 +7,7 @@ aiohttp app whose only handler returns the request body (this script, `--bare-se
 The same load generator, wrk (Debian package `wrk`, installed with apt-get when missing), with
 one thread, a fixed number of connections and a fixed duration, POSTs b"hello" to each in turn,
 alternating for several rounds. Printed: requests/s of each run, non-2xx counts and socket
-errors (must be 0), and the ratio daemon/bare per round and its median. Goal (issue 2): >= 0.5.
+errors (must be 0), and the ratio daemon/bare per round and its median. Goal: >= 0.5.
 
 This module also holds the small daemon helpers bench_sleep.py and bench_spin.py import
 (`Daemon`, `wat`, `free_port`).

@@ -16,7 +16,7 @@ Three ways to answer b"hello" from wasm, all in this process, no HTTP:
 
 Each round times a batch of calls of every variant, in a rotating order (interleaved, so that
 noise from other processes falls on all of them alike); the figures are medians over rounds of
-microseconds per call. Goal (issue 2): ours no slower than extism.
+microseconds per call. Goal: ours no slower than extism.
 
 Run: .venv/bin/python scripts/bench_inproc.py [-n CALLS] [-r ROUNDS]
 """
