@@ -39,8 +39,12 @@ from typing import Any
 import wasmtime
 from wasmtime import _ffi as ffi
 
+from .wasmbin import Resources, read_resources
+
 __all__ = [
     "HOST_IMPORTS",
+    "TABLE_ELEMENT_BYTES",
+    "TABLE_SHARE",
     "WASMTIME_VERSION",
     "CallFuture",
     "CompiledModule",
@@ -504,17 +508,18 @@ class Engine:
             module = wasmtime.Module(self.engine, wasm)
         except wasmtime.WasmtimeError as exc:
             raise ModuleError(f"module does not compile: {_first_line(exc)}") from exc
-        return self._prepare(module)
+        return self._prepare(module, wasm)
 
-    def deserialize(self, data: bytes) -> CompiledModule:
-        """Load a module this engine serialized. Raises ModuleError (e.g. a stale cache)."""
+    def deserialize(self, data: bytes, wasm: bytes) -> CompiledModule:
+        """Load a module this engine serialized from ``wasm``. Raises ModuleError (e.g. a
+        stale cache)."""
         try:
             module = wasmtime.Module.deserialize(self.engine, data)
         except wasmtime.WasmtimeError as exc:
             raise ModuleError(f"cached module rejected: {_first_line(exc)}") from exc
-        return self._prepare(module)
+        return self._prepare(module, wasm)
 
-    def _prepare(self, module: wasmtime.Module) -> CompiledModule:
+    def _prepare(self, module: wasmtime.Module, wasm: bytes) -> CompiledModule:
         exports = {e.name: e.type for e in module.exports}
         guest_call = exports.get("__guest_call")
         if guest_call is None:
@@ -532,6 +537,7 @@ class Engine:
                 not isinstance(ty, wasmtime.FuncType) or list(ty.params) or list(ty.results)
             ):
                 raise ModuleError(f"{name} must be a function with no parameters and no results")
+        resources = _resources(wasm)
         imports = [(i.module, i.name or "") for i in module.imports]
         for mod, name in imports:
             if mod == "wapc" and name not in HOST_IMPORTS:
@@ -545,10 +551,57 @@ class Engine:
             raise ModuleError(f"module cannot link against the host: {_first_line(message)}")
         wasi = any(mod == "wasi_snapshot_preview1" for mod, _ in imports)
         inits = tuple(n for n in ("_initialize", "_start", "wapc_init") if n in exports)
-        return CompiledModule(module, pre, wasi, inits)
+        return CompiledModule(module, pre, wasi, inits, resources)
 
     def close(self) -> None:
         self.ticker.close()
+
+
+def _resources(wasm: bytes) -> Resources:
+    """The module's memories and tables, checked against what an instance may have.
+
+    One memory: the waPC imports read and write the memory exported as ``memory``, and the
+    budget of ``--max-memory`` is one memory's (wasmtime's store limits are per memory). Not
+    shared: a shared memory is another kind of extern, which this host does not bind.
+    """
+    try:
+        resources = read_resources(wasm)
+    except ValueError as exc:
+        raise ModuleError(f"cannot read the module's memories and tables: {exc}") from exc
+    if len(resources.memories) != 1:
+        raise ModuleError(
+            f"module has {len(resources.memories)} memories; the host runs modules with one"
+        )
+    if resources.memories[0].shared:
+        raise ModuleError("module's memory is shared (threads); the host runs unshared memories")
+    return resources
+
+
+TABLE_SHARE = 8
+"""An instance's tables together may hold up to 1/TABLE_SHARE of ``--max-memory``..."""
+TABLE_ELEMENT_BYTES = 8
+"""...at this many bytes an element (a reference: wasmtime stores one in a machine word)."""
+
+
+@dataclass(frozen=True)
+class StoreLimits:
+    """What one instance's store may allocate (wasmtime's store limiter).
+
+    wasmtime limits each memory and each table on its own, and counts them: with the counts
+    set to what the module declares, every table gets an equal part of the tables' budget.
+    """
+
+    memory_bytes: int
+    table_elements: int
+    """Per table."""
+    tables: int
+    memories: int = 1
+
+    @classmethod
+    def of(cls, resources: Resources, max_memory: int) -> StoreLimits:
+        tables = len(resources.tables)
+        total = max_memory // TABLE_SHARE // TABLE_ELEMENT_BYTES
+        return cls(max_memory, total // max(tables, 1), tables)
 
 
 def _str(s: str) -> tuple[Any, int]:
@@ -568,6 +621,30 @@ class CompiledModule:
     pre: Any
     wasi: bool
     init_functions: tuple[str, ...]
+    resources: Resources
+
+    def limits(self, max_memory: int) -> StoreLimits:
+        """The store limits of an instance of this module under a ``max_memory`` budget."""
+        return StoreLimits.of(self.resources, max_memory)
+
+    def check_limits(self, max_memory: int) -> None:
+        """Raise ModuleError if an instance could not even start under ``max_memory``: its
+        declared minimums (memory, tables) are over the limits (``limits``)."""
+        limits = self.limits(max_memory)
+        memory = self.resources.memories[0]
+        if memory.min_bytes > limits.memory_bytes:
+            raise ModuleError(
+                f"module's memory starts at {_mib(memory.min_bytes)}, over this node's limit"
+                f" of {_mib(limits.memory_bytes)} (--max-memory)"
+            )
+        for table in self.resources.tables:
+            if table.min_elements > limits.table_elements:
+                raise ModuleError(
+                    f"module's table starts at {table.min_elements:,} elements, over this"
+                    f" node's limit of {limits.table_elements:,} a table (1/{TABLE_SHARE} of"
+                    f" --max-memory, {TABLE_ELEMENT_BYTES} bytes an element, shared by"
+                    f" {len(self.resources.tables)} table(s))"
+                )
 
     def serialize(self) -> bytes:
         return bytes(self.module.serialize())
@@ -576,6 +653,10 @@ class CompiledModule:
         pre, self.pre = self.pre, None
         if pre:
             ffi.wasmtime_instance_pre_delete(pre)
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):g} MiB"
 
 
 # --------------------------------------------------------------------------------------------
@@ -690,7 +771,13 @@ class Instance:
         self.compiled = compiled
         self.tag = tag
         self.store = wasmtime.Store(engine.engine)
-        self.store.set_limits(memory_size=max_memory)
+        limits = compiled.limits(max_memory)
+        self.store.set_limits(
+            memory_size=limits.memory_bytes,
+            table_elements=limits.table_elements,
+            tables=limits.tables,
+            memories=limits.memories,
+        )
         if compiled.wasi:
             self.store.set_wasi(wasmtime.WasiConfig())
         self.ctx = ctypes.cast(self.store._context(), c_void_p).value or 0

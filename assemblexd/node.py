@@ -387,7 +387,7 @@ class Node:
         if cache.exists():
             try:
                 data = await asyncio.to_thread(cache.read_bytes)
-                compiled = await asyncio.to_thread(engine.deserialize, data)
+                compiled = await asyncio.to_thread(engine.deserialize, data, wasm)
                 self.metrics.compile_cache.labels("hit").inc()
                 return compiled
             except (OSError, ModuleError) as exc:
@@ -451,6 +451,9 @@ class Node:
         sha256 = hashlib.sha256(wasm).hexdigest()
         try:
             compiled = await self._load_module(sha256, wasm)
+            # Refused here rather than failing every call: the module cannot start under this
+            # node's limits (nodes with lower limits than the deploying one fail its calls).
+            compiled.check_limits(self.config.max_memory_mib * MIB)
         except ModuleError as exc:
             raise InvalidModule(str(exc)) from None
         async with self._deploy_lock, self._app_lock(name):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import struct
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -150,6 +151,67 @@ async def test_memory_limit(tmp_path: Path, wat: Wat) -> None:
         # 8 MiB does not fit in a 4 MiB instance: the guest cannot grow its memory.
         with pytest.raises(GuestError):
             await node.call("echo", "echo", b"x" * (8 << 20))
+
+
+@pytest.fixture
+async def node16(tmp_path: Path) -> AsyncIterator[Node]:
+    """A node started with --max-memory 16 (tables: 262,144 elements, 1/8 of it)."""
+    async with Node(Config(data_dir=tmp_path, max_memory_mib=16)) as n:
+        yield n
+
+
+async def test_more_than_one_memory_is_refused(node16: Node, wat: Wat) -> None:
+    # Each memory under its own 16 MiB limit, 21 of them: 336 MiB from a 16 MiB node.
+    with pytest.raises(InvalidModule, match=r"module has 21 memories; the host runs modules wi"):
+        await node16.deploy("mems", wat("many_memories"))
+    assert node16.apps() == []
+    assert list((node16.storage.data_dir / "blobs").iterdir()) == []
+
+
+async def test_table_growth_is_bounded_by_max_memory(node16: Node, wat: Wat) -> None:
+    await node16.deploy("tables", wat("table_grow"))
+    # Both grows refused (-1): 16M elements are over 16 MiB / 8 / 8 bytes = 262,144.
+    answer = await node16.call("tables", "main", b"")
+    assert struct.unpack("<ii", answer) == (-1, -1)
+    # The refusal is the guest's to handle: the instance is fine and is reused.
+    assert struct.unpack("<ii", await node16.call("tables", "main", b"")) == (-1, -1)
+    assert node16._apps["tables"].pool.created == 1
+
+
+@pytest.mark.parametrize(
+    ("guest", "reason"),
+    [
+        ("huge_memory_min", r"memory starts at 4096 MiB, over this node's limit of 16 MiB"),
+        ("huge_table_min", r"table starts at 4,194,304 elements, over this node's limit of 262"),
+        ("shared_memory", r"memory is shared"),
+    ],
+)
+async def test_modules_that_cannot_start_under_the_limits_are_refused(
+    node16: Node, wat: Wat, guest: str, reason: str
+) -> None:
+    with pytest.raises(InvalidModule, match=reason):
+        await node16.deploy(guest, wat(guest))
+    assert node16.apps() == []
+
+
+async def test_a_table_within_the_budget_deploys(tmp_path: Path, wat: Wat) -> None:
+    # 4,194,304 elements are 32 MiB: within 1/8 of 256 MiB.
+    async with Node(Config(data_dir=tmp_path, max_memory_mib=256)) as node:
+        await node.deploy("table", wat("huge_table_min"))
+        assert await node.call("table", "main", b"") == b""
+
+
+async def test_a_node_with_lower_limits_fails_the_instance_not_the_deploy(
+    tmp_path: Path, wat: Wat
+) -> None:
+    """A record deployed elsewhere under higher limits (here: before a restart with lower
+    ones) is served, and its instances cannot start: the store limits hold its minimums."""
+    async with Node(Config(data_dir=tmp_path, max_memory_mib=256)) as node:
+        await node.deploy("table", wat("huge_table_min"))
+    async with Node(Config(data_dir=tmp_path, max_memory_mib=16)) as node:
+        with pytest.raises(GuestError, match=r"instance failed to start: .*table"):
+            await node.call("table", "main", b"")
+        assert node.status()["instances"]["live"] == 0
 
 
 async def test_payload_limit(tmp_path: Path, wat: Wat) -> None:
