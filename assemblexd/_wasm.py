@@ -39,7 +39,7 @@ from typing import Any
 import wasmtime
 from wasmtime import _ffi as ffi
 
-from .wasmbin import Resources, read_resources
+from .wasmbin import Resources, read_resources, rename_imports
 
 __all__ = [
     "HOST_IMPORTS",
@@ -505,7 +505,7 @@ class Engine:
     def compile(self, wasm: bytes) -> CompiledModule:
         """Compile and check a module against the waPC host. Raises ModuleError. Blocks."""
         try:
-            module = wasmtime.Module(self.engine, wasm)
+            module = wasmtime.Module(self.engine, _legacy_wasi(wasm))
         except wasmtime.WasmtimeError as exc:
             raise ModuleError(f"module does not compile: {_first_line(exc)}") from exc
         return self._prepare(module, wasm)
@@ -542,6 +542,15 @@ class Engine:
         for mod, name in imports:
             if mod == "wapc" and name not in HOST_IMPORTS:
                 raise ModuleError(f"module imports wapc.{name}, which the host does not offer")
+            if mod == "wasi_unstable":  # the ones _legacy_wasi did not rename
+                raise ModuleError(
+                    f"module imports wasi_unstable.{name}, which the host does not offer"
+                    + (
+                        f": its types differ from wasi_snapshot_preview1.{name}'s"
+                        if name in WASI_UNSTABLE_DIFFERENT
+                        else ""
+                    )
+                )
             if mod not in ("wapc", "wasi_snapshot_preview1"):
                 raise ModuleError(f"module imports {mod}.{name}, which the host does not offer")
         pre = POINTER(ffi.wasmtime_instance_pre_t)()
@@ -555,6 +564,40 @@ class Engine:
 
     def close(self) -> None:
         self.ticker.close()
+
+
+WASI_UNSTABLE_SAME = frozenset(
+    """args_get args_sizes_get environ_get environ_sizes_get clock_res_get clock_time_get
+    fd_advise fd_allocate fd_close fd_datasync fd_fdstat_get fd_fdstat_set_flags
+    fd_fdstat_set_rights fd_filestat_set_size fd_filestat_set_times fd_pread fd_prestat_get
+    fd_prestat_dir_name fd_pwrite fd_read fd_readdir fd_renumber fd_sync fd_tell fd_write
+    path_create_directory path_filestat_set_times path_link path_open path_readlink
+    path_remove_directory path_rename path_symlink path_unlink_file proc_exit proc_raise
+    random_get sched_yield sock_recv sock_send sock_shutdown""".split()
+)
+"""The functions of WASI's first snapshot (``wasi_unstable``) whose signatures, types and
+meaning are those of the same function in ``wasi_snapshot_preview1``."""
+
+WASI_UNSTABLE_DIFFERENT = frozenset(
+    ("fd_seek", "fd_filestat_get", "path_filestat_get", "poll_oneoff")
+)
+"""The rest of ``wasi_unstable``: ``whence`` numbered differently (fd_seek), ``filestat``
+with a 32-bit link count (the two filestat_get), a clock subscription with one more field
+(poll_oneoff). Not offered."""
+
+
+def _legacy_wasi(wasm: bytes) -> bytes:
+    """``wasm`` with its ``wasi_unstable`` imports of ``WASI_UNSTABLE_SAME`` imported from
+    ``wasi_snapshot_preview1`` instead (what wasmtime's linker offers).
+
+    wasmtime's C API links preview 1 only and cannot alias a definition under another name;
+    renaming the imports in the module's bytes gives a guest built against the first snapshot
+    (TinyGo's, for one) the very same functions, with nothing run in Python.
+    """
+    try:
+        return rename_imports(wasm, "wasi_unstable", "wasi_snapshot_preview1", WASI_UNSTABLE_SAME)
+    except ValueError:
+        return wasm  # not a module wasmtime accepts either: it says why
 
 
 def _resources(wasm: bytes) -> Resources:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Memory", "Resources", "Table", "read_resources"]
+__all__ = ["Memory", "Resources", "Table", "read_resources", "rename_imports"]
 
 _SECTION_IMPORT = 2
 _SECTION_TABLE = 4
@@ -81,8 +81,11 @@ class _Reader:
             raise ValueError("unexpected end of section")
         self.pos += n
 
-    def name(self) -> None:
-        self.skip(self.uleb())
+    def name(self) -> bytes:
+        n = self.uleb()
+        start = self.pos
+        self.skip(n)
+        return self.data[start : self.pos]
 
     def limits(self) -> tuple[int, int]:
         """(flags, minimum); the maximum and page size, if any, are read and dropped."""
@@ -110,6 +113,25 @@ class _Reader:
         _, minimum = self.limits()
         return Table(min_elements=minimum, imported=imported)
 
+    def import_desc(self) -> Table | Memory | None:
+        """An import's description: a table, a memory, or None for the other kinds."""
+        kind = self.byte()
+        if kind == 0x00:  # function: type index
+            self.uleb()
+        elif kind == 0x01:
+            return self.table(imported=True)
+        elif kind == 0x02:
+            return self.memory(imported=True)
+        elif kind == 0x03:  # global: value type, mutability
+            self.reftype()
+            self.byte()
+        elif kind == 0x04:  # tag: attribute, type index
+            self.byte()
+            self.uleb()
+        else:
+            raise ValueError(f"unknown import kind {kind}")
+        return None
+
 
 def read_resources(wasm: bytes) -> Resources:
     """The memories and tables of a (valid) module. Raises ValueError on bytes it cannot read."""
@@ -130,21 +152,11 @@ def read_resources(wasm: bytes) -> Resources:
             for _ in range(body.uleb()):
                 body.name()
                 body.name()
-                kind = body.byte()
-                if kind == 0x00:  # function: type index
-                    body.uleb()
-                elif kind == 0x01:
-                    imported_tables.append(body.table(imported=True))
-                elif kind == 0x02:
-                    imported_memories.append(body.memory(imported=True))
-                elif kind == 0x03:  # global: value type, mutability
-                    body.reftype()
-                    body.byte()
-                elif kind == 0x04:  # tag: attribute, type index
-                    body.byte()
-                    body.uleb()
-                else:
-                    raise ValueError(f"unknown import kind {kind}")
+                item = body.import_desc()
+                if isinstance(item, Table):
+                    imported_tables.append(item)
+                elif isinstance(item, Memory):
+                    imported_memories.append(item)
         elif section == _SECTION_TABLE:
             count = body.uleb()
             for i in range(count):
@@ -161,3 +173,56 @@ def read_resources(wasm: bytes) -> Resources:
         elif section == _SECTION_MEMORY:
             memories.extend(body.memory() for _ in range(body.uleb()))
     return Resources(memories=(*imported_memories, *memories), tables=(*imported_tables, *tables))
+
+
+def _uleb(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def rename_imports(wasm: bytes, module: str, as_module: str, names: frozenset[str]) -> bytes:
+    """``wasm`` with its imports ``module.<name>``, for ``name`` in ``names``, imported from
+    ``as_module`` instead; the other imports and every other section are kept byte for byte.
+
+    Returns ``wasm`` itself when no import is renamed. Raises ValueError on bytes it cannot
+    read.
+    """
+    if wasm[:4] != b"\0asm":
+        raise ValueError("not a wasm module")
+    old, new = module.encode(), as_module.encode()
+    r = _Reader(wasm, 8)
+    while r.pos < r.end:
+        header = r.pos
+        section = r.byte()
+        size = r.uleb()
+        start = r.pos
+        r.skip(size)
+        if section != _SECTION_IMPORT:
+            continue
+        body = _Reader(wasm, start, start + size)
+        entries = bytearray(_uleb(count := body.uleb()))
+        renamed = 0
+        for _ in range(count):
+            mod = body.name()
+            field = body.name()
+            desc = body.pos
+            body.import_desc()
+            if mod == old and field.decode("utf-8", "replace") in names:
+                mod = new
+                renamed += 1
+            entries += _uleb(len(mod)) + mod + _uleb(len(field)) + field
+            entries += wasm[desc : body.pos]
+        if not renamed:
+            return wasm
+        entries += wasm[body.pos : body.end]
+        return b"".join(
+            (wasm[:header], bytes([section]), _uleb(len(entries)), entries, wasm[r.pos :])
+        )
+    return wasm

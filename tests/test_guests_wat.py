@@ -8,8 +8,10 @@ import pytest
 import wasmtime
 from helpers import WAT_DIR, load_wat
 
+from assemblexd._wasm import WASI_UNSTABLE_SAME
+
 WAT_FILES = sorted(WAT_DIR.glob("*.wat"))
-INVALID = {"no_guest_call", "no_memory", "unknown_import", "bad_signature"}
+INVALID = {"no_guest_call", "no_memory", "unknown_import", "bad_signature", "wasi_unstable_seek"}
 VALID = {
     "echo",
     "error",
@@ -31,6 +33,7 @@ VALID = {
     "hostcall_flood",
     "response_flood",
     "table_grow",
+    "wasi_unstable",
 }
 # Valid by their types, refused by a deploy for what they would allocate (more than one
 # memory, a shared memory, minimums over the limits): tests/assemblexd/test_runtime.py.
@@ -74,7 +77,9 @@ def _problems(module: wasmtime.Module) -> list[str]:
     ):
         problems.append("no __guest_call(i32, i32) -> i32 export")
     for imp in module.imports:
-        if imp.module == "wasi_snapshot_preview1":
+        if imp.module == "wasi_snapshot_preview1" or (
+            imp.module == "wasi_unstable" and imp.name in WASI_UNSTABLE_SAME
+        ):
             continue
         if imp.module != "wapc" or imp.name not in WAPC_IMPORTS:
             problems.append(f"unknown import {imp.module}.{imp.name}")

@@ -248,6 +248,19 @@ async def test_init_order_and_wasi_exit(node: Node, wat: Wat) -> None:
     assert await node.call("wasi", "main", b"") == b"ok"
 
 
+async def test_wasi_unstable_imports(config: Config, wat: Wat) -> None:
+    """A guest importing WASI's first snapshot gets preview 1's functions, also when loaded
+    from the compiled cache after a restart."""
+    for restarted in (False, True):
+        async with Node(config) as node:
+            if not restarted:
+                await node.deploy("legacy", wat("wasi_unstable"))
+            answer = await node.call("legacy", "main", b"to stdout")
+            # fd_write: errno 0, 9 bytes written; clock_time_get and random_get: errno 0.
+            assert struct.unpack("<4i", answer) == (0, 9, 0, 0)
+    assert b'assemblex_compile_cache_total{result="hit"} 1.0' in node.metrics_text()
+
+
 async def test_console_log_is_tagged_with_the_app(
     node: Node, wat: Wat, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -355,6 +368,10 @@ async def test_redis_without_configuration(node: Node, wat: Wat) -> None:
         ("no_memory", "does not export a memory"),
         ("unknown_import", "wapc.__not_a_thing, which the host does not offer"),
         ("bad_signature", "cannot link"),
+        (
+            "wasi_unstable_seek",
+            r"imports wasi_unstable.fd_seek, which the host does not offer: its types differ",
+        ),
     ],
 )
 async def test_invalid_modules_are_rejected(node: Node, wat: Wat, guest: str, reason: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import wasmtime
 
-from assemblexd.wasmbin import Memory, Resources, Table, read_resources
+from assemblexd.wasmbin import Memory, Resources, Table, read_resources, rename_imports
 
 
 def resources(wat: str) -> Resources:
@@ -66,3 +66,25 @@ def test_a_table_with_an_initializer() -> None:
     )
     wasmtime.Module.validate(wasmtime.Engine(), wasm)
     assert read_resources(wasm).tables == (Table(2), Table(0))
+
+
+def test_rename_imports_renames_the_named_ones_only() -> None:
+    wasm = bytes(
+        wasmtime.wat2wasm(
+            """(module
+                 (import "old" "a" (func (param i32)))
+                 (import "old" "b" (func))
+                 (import "other" "a" (memory 1))
+                 (func (export "f") (call 0 (i32.const 1))))"""
+        )
+    )
+    renamed = rename_imports(wasm, "old", "brand_new_module", frozenset({"a"}))
+    module = wasmtime.Module(wasmtime.Engine(), renamed)
+    assert [(i.module, i.name) for i in module.imports] == [
+        ("brand_new_module", "a"),
+        ("old", "b"),
+        ("other", "a"),
+    ]
+    assert [e.name for e in module.exports] == ["f"]
+    assert read_resources(renamed) == read_resources(wasm)
+    assert rename_imports(wasm, "old", "new", frozenset({"zzz"})) is wasm
