@@ -133,12 +133,23 @@ class ModuleError(Exception):
 class WasmTrap(Exception):
     """A guest trapped (or wasmtime reported an error) while running.
 
-    ``exit_code`` is set when the trap is a WASI ``proc_exit``.
+    ``exit_code`` is set when the trap is a WASI ``proc_exit``. ``guest_error`` is the text the
+    guest sent through ``__guest_error`` during that run before it trapped, if any: the SDKs
+    that turn a panic into a trap send the panic's message first.
     """
 
-    def __init__(self, message: str, exit_code: int | None = None) -> None:
+    def __init__(
+        self, message: str, exit_code: int | None = None, guest_error: str | None = None
+    ) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.guest_error = guest_error
+
+    def describe(self, what: str) -> str:
+        """``what: <trap>``, after the guest's error text if it sent one."""
+        if self.guest_error:
+            return f"{self.guest_error}; {what}: {self}"
+        return f"{what}: {self}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -736,21 +747,24 @@ class CallFuture:
     def finish(self) -> int:
         """Release the future; return the i32 result, or raise WasmTrap."""
         self.close()
-        inst = self.invocation.instance
+        inv = self.invocation
+        inst = inv.instance
         trap, error = inst._trap.value, inst._error.value
+        if not (trap or error):
+            return int(inst._result.value)
+        text = inv.guest_error.decode("utf-8", "replace") if inv.guest_error else None
         if trap:
             inst._trap.value = None
             message = wasmtime.Trap._from_ptr(ctypes.cast(trap, POINTER(ffi.wasm_trap_t))).message
-            raise WasmTrap(_trap_message(message))
-        if error:
-            inst._error.value = None
-            # _from_ptr answers an ExitTrap for a WASI proc_exit, else a WasmtimeError.
-            err_ptr = ctypes.cast(error, POINTER(ffi.wasmtime_error_t))
-            err = wasmtime.WasmtimeError._from_ptr(err_ptr)
-            if isinstance(err, wasmtime.ExitTrap):
-                raise WasmTrap(f"guest exited with code {err.code}", exit_code=err.code)
-            raise WasmTrap(_trap_message(str(err)))
-        return int(inst._result.value)
+            raise WasmTrap(_trap_message(message), guest_error=text)
+        assert error is not None
+        inst._error.value = None
+        # _from_ptr answers an ExitTrap for a WASI proc_exit, else a WasmtimeError.
+        err_ptr = ctypes.cast(error, POINTER(ffi.wasmtime_error_t))
+        err = wasmtime.WasmtimeError._from_ptr(err_ptr)
+        if isinstance(err, wasmtime.ExitTrap):
+            raise WasmTrap(f"guest exited with code {err.code}", err.code, text)
+        raise WasmTrap(_trap_message(str(err)), guest_error=text)
 
     def close(self) -> None:
         """Delete the future (cancels the call if it has not finished). Idempotent.

@@ -506,7 +506,7 @@ class Node:
             try:
                 inst = await pool.acquire(deadline)
             except WasmTrap as exc:
-                raise GuestError(f"instance failed to start: {exc}") from None
+                raise GuestError(exc.describe("instance failed to start")) from None
             try:
                 fut = inst.guest_call(op.encode(), payload)
                 host = loaded.host if depth == 0 else self._host_for(loaded.record, depth)
@@ -514,7 +514,7 @@ class Node:
                     budget = self.config.call_timeout
                     result = await self._scheduler.run(fut, budget, host, deadline)
                 except WasmTrap as exc:
-                    raise GuestError(f"guest trapped: {exc}") from None
+                    raise GuestError(exc.describe("guest trapped")) from None
             finally:
                 pool.release(inst)
             inv = fut.invocation

@@ -34,6 +34,8 @@ VALID = {
     "response_flood",
     "table_grow",
     "wasi_unstable",
+    "panic",
+    "init_panic",
 }
 # Valid by their types, refused by a deploy for what they would allocate (more than one
 # memory, a shared memory, minimums over the limits): tests/assemblexd/test_runtime.py.

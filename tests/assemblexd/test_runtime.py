@@ -90,6 +90,28 @@ async def test_trap_is_reported_and_the_instance_is_not_reused(node: Node, wat: 
     assert node.status()["instances"]["live"] == 0
 
 
+async def test_the_guest_error_text_survives_a_trap(node: Node, wat: Wat) -> None:
+    await node.deploy("panic", wat("panic"))
+    with pytest.raises(GuestError) as info:
+        await node.call("panic", "main", b"")
+    assert str(info.value) == (
+        "panicked at 'boom', src/lib.rs:7:5; guest trapped: wasm trap: wasm `unreachable`"
+        " instruction executed"
+    )
+    # A trap without a text is reported as before; the text does not leak into the next call.
+    await node.deploy("trap", wat("trap"))
+    with pytest.raises(GuestError, match=r"^guest trapped: wasm trap: wasm `unreachable`"):
+        await node.call("trap", "main", b"")
+    with pytest.raises(GuestError, match=r"^panicked at 'boom'.*; guest trapped: "):
+        await node.call("panic", "main", b"")
+    await node.deploy("init", wat("init_panic"))
+    with pytest.raises(
+        GuestError,
+        match=r"^registration failed; instance failed to start: wapc_init failed: wasm trap: ",
+    ):
+        await node.call("init", "main", b"")
+
+
 async def test_guest_errors_keep_the_instance(node: Node, wat: Wat) -> None:
     await node.deploy("error", wat("error"))
     for _ in range(3):
