@@ -342,6 +342,56 @@ _SYNC_IMPORTS: dict[str, tuple[int, int, Any]] = {
 HOST_IMPORTS = (*_SYNC_IMPORTS, "__host_call")
 """Every ``wapc`` import the host offers."""
 
+
+# ``env.abort``: what an AssemblyScript module built without ``--use abort=...`` calls on a
+# failed assertion or a runtime error (the Go reference host provides it too).
+
+_ABORT_MAX_BYTES = 2048
+"""The most of each string of an abort that goes into the error text (1,024 UTF-16 units)."""
+
+_ABORT_UNREADABLE = "abort (the guest's message is not readable)"
+
+
+def _as_string(inv: Invocation, ptr: int) -> str | None:
+    """An AssemblyScript string: UTF-16LE at ``ptr``, its byte length in the u32 at
+    ``ptr - 4`` (the object header's ``rtSize``). None for a null pointer; raises IndexError
+    when the string is not inside the guest's memory."""
+    ptr &= 0xFFFFFFFF
+    if ptr == 0:
+        return None
+    if ptr < 4:
+        raise IndexError("string header before address 0")
+    (length,) = struct.unpack("<I", _read(inv, ptr - 4, 4))
+    _guest_memory(inv.instance, ptr + length)  # the whole string is in memory
+    data = _read(inv, ptr, min(length, _ABORT_MAX_BYTES) & ~1)
+    return data.decode("utf-16-le", "replace") + ("..." if length > _ABORT_MAX_BYTES else "")
+
+
+def _abort_text(inv: Invocation, v: Any) -> str:
+    """``abort: <message> at <file>:<line>:<column>``, the form of the SDK's own abort."""
+    try:
+        message, file = _as_string(inv, v[0]), _as_string(inv, v[S])
+    except (IndexError, struct.error):
+        return _ABORT_UNREADABLE
+    line, column = v[2 * S] & 0xFFFFFFFF, v[3 * S] & 0xFFFFFFFF
+    text = f"abort: {message}" if message else "abort"
+    return f"{text} at {file}:{line}:{column}" if file else text
+
+
+def _abort(_env: int, _caller: int, vals: Any, _n: int) -> int:
+    inv: Invocation = _tls.inv
+    try:
+        text = _abort_text(inv, vals)
+    except Exception:  # never a crash in a callback: any failure is the generic text
+        text = _ABORT_UNREADABLE
+    # The guest's error text, as if it had sent it through __guest_error; the trap ends the
+    # run, and the caller's error is "<text>; guest trapped: ..." (WasmTrap.describe).
+    inv.guest_error = text.encode()
+    return _trap("env.abort")
+
+
+_ABORT = _RawCallback(_abort)
+
 _ContinuationCallback = ctypes.CFUNCTYPE(c_bool, c_void_p)
 _AsyncCallback = ctypes.CFUNCTYPE(
     None, c_void_p, c_void_p, c_void_p, c_size_t, c_void_p, c_size_t, c_void_p, c_void_p
@@ -499,6 +549,13 @@ class Engine:
                     ctypes.cast(cb, ffi.wasmtime_func_unchecked_callback_t), None, _NULL_FINALIZER,
                 )
             )
+        ty = _functype(4, 0)  # a variable: the type must outlive the call
+        self._check(
+            ffi.wasmtime_linker_define_func_unchecked(
+                lp, *_str("env"), *_str("abort"), ty.ptr(),
+                ctypes.cast(_ABORT, ffi.wasmtime_func_unchecked_callback_t), None, _NULL_FINALIZER,
+            )
+        )  # fmt: skip
         ty = _functype(8, 1)
         self._check(
             ffi.wasmtime_linker_define_async_func(
@@ -562,7 +619,7 @@ class Engine:
                         else ""
                     )
                 )
-            if mod not in ("wapc", "wasi_snapshot_preview1"):
+            if mod not in ("wapc", "wasi_snapshot_preview1") and (mod, name) != ("env", "abort"):
                 raise ModuleError(f"module imports {mod}.{name}, which the host does not offer")
         pre = POINTER(ffi.wasmtime_instance_pre_t)()
         err = ffi.wasmtime_linker_instantiate_pre(self.linker.ptr(), module.ptr(), byref(pre))

@@ -36,6 +36,7 @@ VALID = {
     "wasi_unstable",
     "panic",
     "init_panic",
+    "as_abort",
 }
 # Valid by their types, refused by a deploy for what they would allocate (more than one
 # memory, a shared memory, minimums over the limits): tests/assemblexd/test_runtime.py.
@@ -79,8 +80,10 @@ def _problems(module: wasmtime.Module) -> list[str]:
     ):
         problems.append("no __guest_call(i32, i32) -> i32 export")
     for imp in module.imports:
-        if imp.module == "wasi_snapshot_preview1" or (
-            imp.module == "wasi_unstable" and imp.name in WASI_UNSTABLE_SAME
+        if (
+            imp.module == "wasi_snapshot_preview1"
+            or (imp.module == "wasi_unstable" and imp.name in WASI_UNSTABLE_SAME)
+            or (imp.module, imp.name) == ("env", "abort")
         ):
             continue
         if imp.module != "wapc" or imp.name not in WAPC_IMPORTS:

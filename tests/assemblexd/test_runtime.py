@@ -112,6 +112,24 @@ async def test_the_guest_error_text_survives_a_trap(node: Node, wat: Wat) -> Non
         await node.call("init", "main", b"")
 
 
+@pytest.mark.parametrize(
+    ("how", "text"),
+    [
+        (b"m", "abort: x must be \u2265 0 at assembly/index.ts:12:7"),
+        (b"n", "abort"),
+        (b"b", "abort (the guest's message is not readable)"),
+        (b"l", "abort (the guest's message is not readable)"),
+    ],
+)
+async def test_assemblyscript_env_abort(node: Node, wat: Wat, how: bytes, text: str) -> None:
+    await node.deploy("as", wat("as_abort"))
+    assert await node.call("as", "main", b"x") == b"ok"
+    with pytest.raises(GuestError) as info:
+        await node.call("as", "main", how)
+    assert str(info.value) == f"{text}; guest trapped: env.abort"
+    assert await node.call("as", "main", b"x") == b"ok"  # the node and the app go on
+
+
 async def test_guest_errors_keep_the_instance(node: Node, wat: Wat) -> None:
     await node.deploy("error", wat("error"))
     for _ in range(3):
