@@ -237,6 +237,10 @@ def _trap(message: str) -> int:
 # ask wasmtime for the current size, which is what keeps every guest pointer inside the
 # guest's own memory, and, if the memory grew, make a new view. The view is dropped when the
 # store is freed, and never leaves the callbacks (they copy out of it).
+#
+# A zero-length buffer is accepted at any pointer, as the reference hosts do (current Zig gives
+# a zero-length allocation the pointer 0xFFFFFFFF): nothing is read or written, so only the
+# buffers of one byte or more are checked.
 
 
 def _guest_memory(inst: Instance, end: int) -> memoryview:
@@ -254,12 +258,17 @@ def _guest_memory(inst: Instance, end: int) -> memoryview:
 
 
 def _read(inv: Invocation, ptr: int, length: int) -> bytes:
+    length &= 0xFFFFFFFF
+    if not length:
+        return b""
     ptr &= 0xFFFFFFFF
-    end = ptr + (length & 0xFFFFFFFF)
+    end = ptr + length
     return bytes(_guest_memory(inv.instance, end)[ptr:end])
 
 
 def _write(inv: Invocation, ptr: int, data: bytes) -> None:
+    if not data:
+        return
     ptr &= 0xFFFFFFFF
     end = ptr + len(data)
     _guest_memory(inv.instance, end)[ptr:end] = data
@@ -292,7 +301,8 @@ def _guest_request(inv: Invocation, v: Any) -> None:
     ptr = v[S] & 0xFFFFFFFF
     op, payload = inv.op, inv.payload
     op_end, end = op_ptr + len(op), ptr + len(payload)
-    mem = _guest_memory(inv.instance, max(op_end, end))
+    # Empty ones need no room (a slice past the view's end is empty: nothing is written).
+    mem = _guest_memory(inv.instance, max(op_end if op else 0, end if payload else 0))
     mem[op_ptr:op_end] = op
     mem[ptr:end] = payload
 
@@ -443,7 +453,16 @@ def _host_call(
             _HostCallArgs.from_address(args)
         )
         b_end, ns_end, op_end, p_end = b + b_len, ns + ns_len, op + op_len, p + p_len
-        mem = _guest_memory(inv.instance, max(b_end, ns_end, op_end, p_end))
+        # Only non-empty buffers need room; an empty one reads as an empty slice anywhere.
+        mem = _guest_memory(
+            inv.instance,
+            max(
+                b_end if b_len else 0,
+                ns_end if ns_len else 0,
+                op_end if op_len else 0,
+                p_end if p_len else 0,
+            ),
+        )
         inv.host_response = b""
         inv.host_error = b""
         inv.host_request = (

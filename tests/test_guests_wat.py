@@ -37,6 +37,7 @@ VALID = {
     "panic",
     "init_panic",
     "as_abort",
+    "zero_length",
 }
 # Valid by their types, refused by a deploy for what they would allocate (more than one
 # memory, a shared memory, minimums over the limits): tests/assemblexd/test_runtime.py.

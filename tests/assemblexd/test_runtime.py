@@ -130,6 +130,16 @@ async def test_assemblyscript_env_abort(node: Node, wat: Wat, how: bytes, text: 
     assert await node.call("as", "main", b"x") == b"ok"  # the node and the app go on
 
 
+async def test_zero_length_buffers_at_any_pointer(node: Node, wat: Wat) -> None:
+    await node.deploy("zero", wat("zero_length"))
+    assert await node.call("zero", "main", b"") == b""
+    # One byte or more out of bounds stays an error: a write (the payload) and a read.
+    with pytest.raises(GuestError, match=r"guest pointer out of bounds"):
+        await node.call("zero", "main", b"x")
+    with pytest.raises(GuestError, match=r"guest pointer out of bounds"):
+        await node.call("zero", "read1", b"")
+
+
 async def test_guest_errors_keep_the_instance(node: Node, wat: Wat) -> None:
     await node.deploy("error", wat("error"))
     for _ in range(3):
