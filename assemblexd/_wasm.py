@@ -28,6 +28,7 @@ private API, pinned to one major version of wasmtime).
 from __future__ import annotations
 
 import ctypes
+import importlib.metadata
 import struct
 import threading
 import time
@@ -55,7 +56,19 @@ __all__ = [
     "WasmTrap",
 ]
 
-WASMTIME_VERSION: str = getattr(wasmtime, "__version__", "") or "50"
+
+
+def _installed_version() -> str:
+    """The installed wasmtime-py's version, from its package metadata (the module has no
+    ``__version__``). It names compiled-module cache files: a new release must not be handed
+    the previous one's cache (wasmtime would reject it, but only after reading it)."""
+    try:
+        return importlib.metadata.version("wasmtime")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+WASMTIME_VERSION: str = _installed_version()
 
 _dll = ffi.dll
 

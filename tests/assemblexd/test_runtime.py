@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib.metadata
 import logging
 import struct
 import threading
@@ -475,6 +476,16 @@ async def test_restart_keeps_apps_and_uses_the_compiled_cache(config: Config, wa
         assert node.app("echo").sha256 == sha
         assert await node.call("echo", "echo", b"again") == b"again"
         assert b'assemblex_compile_cache_total{result="hit"} 1.0' in node.metrics_text()
+
+
+async def test_the_compiled_cache_is_named_by_the_installed_wasmtime_release(
+    node: Node, wat: Wat
+) -> None:
+    record = await node.deploy("echo", wat("echo"))
+    release = importlib.metadata.version("wasmtime")  # such as 50.0.1
+    assert release.count(".") == 2
+    names = [p.name for p in (node.storage.data_dir / "compiled").iterdir()]
+    assert names == [f"{record.sha256}-wasmtime{release}.cwasm"]
 
 
 async def test_corrupt_compiled_cache_is_recompiled(config: Config, wat: Wat) -> None:
