@@ -569,6 +569,9 @@ class Engine:
         config = wasmtime.Config()
         config.epoch_interruption = True
         config.memory_may_move = False
+        # No wasm GC: its heap lives outside linear memory, a second budget beside
+        # --max-memory that no waPC SDK needs (a GC module fails to compile at deploy).
+        config.wasm_gc = False
         self.engine = wasmtime.Engine(config)
         self.linker = wasmtime.Linker(self.engine)
         self.linker.define_wasi()
@@ -607,7 +610,7 @@ class Engine:
         try:
             module = wasmtime.Module(self.engine, _legacy_wasi(wasm))
         except wasmtime.WasmtimeError as exc:
-            raise ModuleError(f"module does not compile: {_first_line(exc)}") from exc
+            raise ModuleError(f"module does not compile: {_with_cause(exc)}") from exc
         return self._prepare(module, wasm)
 
     def deserialize(self, data: bytes, wasm: bytes) -> CompiledModule:
@@ -750,6 +753,16 @@ class StoreLimits:
 def _str(s: str) -> tuple[Any, int]:
     raw = s.encode()
     return ctypes.create_string_buffer(raw, len(raw)), len(raw)
+
+
+def _with_cause(exc: object) -> str:
+    """The first line of a wasmtime error and of its cause ("failed to parse WebAssembly
+    module: <what and where>"): the first alone rarely says what is wrong."""
+    text = str(exc).strip()
+    first = _first_line(text)
+    if "Caused by:" not in text:
+        return first
+    return f"{first}: {_first_line(text.split('Caused by:', 1)[1])}"
 
 
 def _first_line(exc: object) -> str:

@@ -40,8 +40,14 @@ VALID = {
     "zero_length",
 }
 # Valid by their types, refused by a deploy for what they would allocate (more than one
-# memory, a shared memory, minimums over the limits): tests/assemblexd/test_runtime.py.
-OVER_LIMITS = {"many_memories", "shared_memory", "huge_memory_min", "huge_table_min"}
+# memory, a shared memory, minimums over the limits, wasm GC): tests/assemblexd/test_runtime.py.
+OVER_LIMITS = {
+    "many_memories",
+    "shared_memory",
+    "huge_memory_min",
+    "huge_table_min",
+    "gc_arrays",
+}
 
 # The host's imports as (module, name) -> (params, results); every parameter is i32.
 WAPC_IMPORTS = {

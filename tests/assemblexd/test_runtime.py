@@ -235,6 +235,7 @@ async def test_table_growth_is_bounded_by_max_memory(node16: Node, wat: Wat) -> 
         ("huge_memory_min", r"memory starts at 4096 MiB, over this node's limit of 16 MiB"),
         ("huge_table_min", r"table starts at 4,194,304 elements, over this node's limit of 262"),
         ("shared_memory", r"memory is shared"),
+        ("gc_arrays", r"does not compile: .*gc"),
     ],
 )
 async def test_modules_that_cannot_start_under_the_limits_are_refused(
