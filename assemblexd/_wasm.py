@@ -57,7 +57,6 @@ __all__ = [
 ]
 
 
-
 def _installed_version() -> str:
     """The installed wasmtime-py's version, from its package metadata (the module has no
     ``__version__``). It names compiled-module cache files: a new release must not be handed
@@ -590,7 +589,7 @@ class Engine:
                 lp, *_str("env"), *_str("abort"), ty.ptr(),
                 ctypes.cast(_ABORT, ffi.wasmtime_func_unchecked_callback_t), None, _NULL_FINALIZER,
             )
-        )  # fmt: skip
+        )
         ty = _functype(8, 1)
         self._check(
             ffi.wasmtime_linker_define_async_func(
