@@ -287,7 +287,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         type=_int_at_least(1),
         default=_DEFAULTS.max_memory_mib,
         metavar="MIB",
-        help="linear memory per instance, MiB (default: %(default)s)",
+        help="linear memory per instance, MiB; its tables get 1/8 more (default: %(default)s)",
     )
     host.add_argument(
         "--max-upload",

@@ -28,6 +28,7 @@ private API, pinned to one major version of wasmtime).
 from __future__ import annotations
 
 import ctypes
+import importlib.metadata
 import struct
 import threading
 import time
@@ -39,8 +40,12 @@ from typing import Any
 import wasmtime
 from wasmtime import _ffi as ffi
 
+from .wasmbin import Resources, read_resources, rename_imports
+
 __all__ = [
     "HOST_IMPORTS",
+    "TABLE_ELEMENT_BYTES",
+    "TABLE_SHARE",
     "WASMTIME_VERSION",
     "CallFuture",
     "CompiledModule",
@@ -51,7 +56,18 @@ __all__ = [
     "WasmTrap",
 ]
 
-WASMTIME_VERSION: str = getattr(wasmtime, "__version__", "") or "50"
+
+def _installed_version() -> str:
+    """The installed wasmtime-py's version, from its package metadata (the module has no
+    ``__version__``). It names compiled-module cache files: a new release must not be handed
+    the previous one's cache (wasmtime would reject it, but only after reading it)."""
+    try:
+        return importlib.metadata.version("wasmtime")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+WASMTIME_VERSION: str = _installed_version()
 
 _dll = ffi.dll
 
@@ -129,12 +145,23 @@ class ModuleError(Exception):
 class WasmTrap(Exception):
     """A guest trapped (or wasmtime reported an error) while running.
 
-    ``exit_code`` is set when the trap is a WASI ``proc_exit``.
+    ``exit_code`` is set when the trap is a WASI ``proc_exit``. ``guest_error`` is the text the
+    guest sent through ``__guest_error`` during that run before it trapped, if any: the SDKs
+    that turn a panic into a trap send the panic's message first.
     """
 
-    def __init__(self, message: str, exit_code: int | None = None) -> None:
+    def __init__(
+        self, message: str, exit_code: int | None = None, guest_error: str | None = None
+    ) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.guest_error = guest_error
+
+    def describe(self, what: str) -> str:
+        """``what: <trap>``, after the guest's error text if it sent one."""
+        if self.guest_error:
+            return f"{self.guest_error}; {what}: {self}"
+        return f"{what}: {self}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -222,6 +249,10 @@ def _trap(message: str) -> int:
 # ask wasmtime for the current size, which is what keeps every guest pointer inside the
 # guest's own memory, and, if the memory grew, make a new view. The view is dropped when the
 # store is freed, and never leaves the callbacks (they copy out of it).
+#
+# A zero-length buffer is accepted at any pointer, as the reference hosts do (current Zig gives
+# a zero-length allocation the pointer 0xFFFFFFFF): nothing is read or written, so only the
+# buffers of one byte or more are checked.
 
 
 def _guest_memory(inst: Instance, end: int) -> memoryview:
@@ -239,12 +270,17 @@ def _guest_memory(inst: Instance, end: int) -> memoryview:
 
 
 def _read(inv: Invocation, ptr: int, length: int) -> bytes:
+    length &= 0xFFFFFFFF
+    if not length:
+        return b""
     ptr &= 0xFFFFFFFF
-    end = ptr + (length & 0xFFFFFFFF)
+    end = ptr + length
     return bytes(_guest_memory(inv.instance, end)[ptr:end])
 
 
 def _write(inv: Invocation, ptr: int, data: bytes) -> None:
+    if not data:
+        return
     ptr &= 0xFFFFFFFF
     end = ptr + len(data)
     _guest_memory(inv.instance, end)[ptr:end] = data
@@ -277,7 +313,8 @@ def _guest_request(inv: Invocation, v: Any) -> None:
     ptr = v[S] & 0xFFFFFFFF
     op, payload = inv.op, inv.payload
     op_end, end = op_ptr + len(op), ptr + len(payload)
-    mem = _guest_memory(inv.instance, max(op_end, end))
+    # Empty ones need no room (a slice past the view's end is empty: nothing is written).
+    mem = _guest_memory(inv.instance, max(op_end if op else 0, end if payload else 0))
     mem[op_ptr:op_end] = op
     mem[ptr:end] = payload
 
@@ -326,6 +363,56 @@ _SYNC_IMPORTS: dict[str, tuple[int, int, Any]] = {
 
 HOST_IMPORTS = (*_SYNC_IMPORTS, "__host_call")
 """Every ``wapc`` import the host offers."""
+
+
+# ``env.abort``: what an AssemblyScript module built without ``--use abort=...`` calls on a
+# failed assertion or a runtime error (the Go reference host provides it too).
+
+_ABORT_MAX_BYTES = 2048
+"""The most of each string of an abort that goes into the error text (1,024 UTF-16 units)."""
+
+_ABORT_UNREADABLE = "abort (the guest's message is not readable)"
+
+
+def _as_string(inv: Invocation, ptr: int) -> str | None:
+    """An AssemblyScript string: UTF-16LE at ``ptr``, its byte length in the u32 at
+    ``ptr - 4`` (the object header's ``rtSize``). None for a null pointer; raises IndexError
+    when the string is not inside the guest's memory."""
+    ptr &= 0xFFFFFFFF
+    if ptr == 0:
+        return None
+    if ptr < 4:
+        raise IndexError("string header before address 0")
+    (length,) = struct.unpack("<I", _read(inv, ptr - 4, 4))
+    _guest_memory(inv.instance, ptr + length)  # the whole string is in memory
+    data = _read(inv, ptr, min(length, _ABORT_MAX_BYTES) & ~1)
+    return data.decode("utf-16-le", "replace") + ("..." if length > _ABORT_MAX_BYTES else "")
+
+
+def _abort_text(inv: Invocation, v: Any) -> str:
+    """``abort: <message> at <file>:<line>:<column>``, the form of the SDK's own abort."""
+    try:
+        message, file = _as_string(inv, v[0]), _as_string(inv, v[S])
+    except (IndexError, struct.error):
+        return _ABORT_UNREADABLE
+    line, column = v[2 * S] & 0xFFFFFFFF, v[3 * S] & 0xFFFFFFFF
+    text = f"abort: {message}" if message else "abort"
+    return f"{text} at {file}:{line}:{column}" if file else text
+
+
+def _abort(_env: int, _caller: int, vals: Any, _n: int) -> int:
+    inv: Invocation = _tls.inv
+    try:
+        text = _abort_text(inv, vals)
+    except Exception:  # never a crash in a callback: any failure is the generic text
+        text = _ABORT_UNREADABLE
+    # The guest's error text, as if it had sent it through __guest_error; the trap ends the
+    # run, and the caller's error is "<text>; guest trapped: ..." (WasmTrap.describe).
+    inv.guest_error = text.encode()
+    return _trap("env.abort")
+
+
+_ABORT = _RawCallback(_abort)
 
 _ContinuationCallback = ctypes.CFUNCTYPE(c_bool, c_void_p)
 _AsyncCallback = ctypes.CFUNCTYPE(
@@ -378,7 +465,16 @@ def _host_call(
             _HostCallArgs.from_address(args)
         )
         b_end, ns_end, op_end, p_end = b + b_len, ns + ns_len, op + op_len, p + p_len
-        mem = _guest_memory(inv.instance, max(b_end, ns_end, op_end, p_end))
+        # Only non-empty buffers need room; an empty one reads as an empty slice anywhere.
+        mem = _guest_memory(
+            inv.instance,
+            max(
+                b_end if b_len else 0,
+                ns_end if ns_len else 0,
+                op_end if op_len else 0,
+                p_end if p_len else 0,
+            ),
+        )
         inv.host_response = b""
         inv.host_error = b""
         inv.host_request = (
@@ -472,6 +568,9 @@ class Engine:
         config = wasmtime.Config()
         config.epoch_interruption = True
         config.memory_may_move = False
+        # No wasm GC: its heap lives outside linear memory, a second budget beside
+        # --max-memory that no waPC SDK needs (a GC module fails to compile at deploy).
+        config.wasm_gc = False
         self.engine = wasmtime.Engine(config)
         self.linker = wasmtime.Linker(self.engine)
         self.linker.define_wasi()
@@ -484,6 +583,13 @@ class Engine:
                     ctypes.cast(cb, ffi.wasmtime_func_unchecked_callback_t), None, _NULL_FINALIZER,
                 )
             )
+        ty = _functype(4, 0)  # a variable: the type must outlive the call
+        self._check(
+            ffi.wasmtime_linker_define_func_unchecked(
+                lp, *_str("env"), *_str("abort"), ty.ptr(),
+                ctypes.cast(_ABORT, ffi.wasmtime_func_unchecked_callback_t), None, _NULL_FINALIZER,
+            )
+        )
         ty = _functype(8, 1)
         self._check(
             ffi.wasmtime_linker_define_async_func(
@@ -501,20 +607,21 @@ class Engine:
     def compile(self, wasm: bytes) -> CompiledModule:
         """Compile and check a module against the waPC host. Raises ModuleError. Blocks."""
         try:
-            module = wasmtime.Module(self.engine, wasm)
+            module = wasmtime.Module(self.engine, _legacy_wasi(wasm))
         except wasmtime.WasmtimeError as exc:
-            raise ModuleError(f"module does not compile: {_first_line(exc)}") from exc
-        return self._prepare(module)
+            raise ModuleError(f"module does not compile: {_with_cause(exc)}") from exc
+        return self._prepare(module, wasm)
 
-    def deserialize(self, data: bytes) -> CompiledModule:
-        """Load a module this engine serialized. Raises ModuleError (e.g. a stale cache)."""
+    def deserialize(self, data: bytes, wasm: bytes) -> CompiledModule:
+        """Load a module this engine serialized from ``wasm``. Raises ModuleError (e.g. a
+        stale cache)."""
         try:
             module = wasmtime.Module.deserialize(self.engine, data)
         except wasmtime.WasmtimeError as exc:
             raise ModuleError(f"cached module rejected: {_first_line(exc)}") from exc
-        return self._prepare(module)
+        return self._prepare(module, wasm)
 
-    def _prepare(self, module: wasmtime.Module) -> CompiledModule:
+    def _prepare(self, module: wasmtime.Module, wasm: bytes) -> CompiledModule:
         exports = {e.name: e.type for e in module.exports}
         guest_call = exports.get("__guest_call")
         if guest_call is None:
@@ -532,11 +639,21 @@ class Engine:
                 not isinstance(ty, wasmtime.FuncType) or list(ty.params) or list(ty.results)
             ):
                 raise ModuleError(f"{name} must be a function with no parameters and no results")
+        resources = _resources(wasm)
         imports = [(i.module, i.name or "") for i in module.imports]
         for mod, name in imports:
             if mod == "wapc" and name not in HOST_IMPORTS:
                 raise ModuleError(f"module imports wapc.{name}, which the host does not offer")
-            if mod not in ("wapc", "wasi_snapshot_preview1"):
+            if mod == "wasi_unstable":  # the ones _legacy_wasi did not rename
+                raise ModuleError(
+                    f"module imports wasi_unstable.{name}, which the host does not offer"
+                    + (
+                        f": its types differ from wasi_snapshot_preview1.{name}'s"
+                        if name in WASI_UNSTABLE_DIFFERENT
+                        else ""
+                    )
+                )
+            if mod not in ("wapc", "wasi_snapshot_preview1") and (mod, name) != ("env", "abort"):
                 raise ModuleError(f"module imports {mod}.{name}, which the host does not offer")
         pre = POINTER(ffi.wasmtime_instance_pre_t)()
         err = ffi.wasmtime_linker_instantiate_pre(self.linker.ptr(), module.ptr(), byref(pre))
@@ -545,15 +662,106 @@ class Engine:
             raise ModuleError(f"module cannot link against the host: {_first_line(message)}")
         wasi = any(mod == "wasi_snapshot_preview1" for mod, _ in imports)
         inits = tuple(n for n in ("_initialize", "_start", "wapc_init") if n in exports)
-        return CompiledModule(module, pre, wasi, inits)
+        return CompiledModule(module, pre, wasi, inits, resources)
 
     def close(self) -> None:
         self.ticker.close()
 
 
+WASI_UNSTABLE_SAME = frozenset(
+    """args_get args_sizes_get environ_get environ_sizes_get clock_res_get clock_time_get
+    fd_advise fd_allocate fd_close fd_datasync fd_fdstat_get fd_fdstat_set_flags
+    fd_fdstat_set_rights fd_filestat_set_size fd_filestat_set_times fd_pread fd_prestat_get
+    fd_prestat_dir_name fd_pwrite fd_read fd_readdir fd_renumber fd_sync fd_tell fd_write
+    path_create_directory path_filestat_set_times path_link path_open path_readlink
+    path_remove_directory path_rename path_symlink path_unlink_file proc_exit proc_raise
+    random_get sched_yield sock_recv sock_send sock_shutdown""".split()
+)
+"""The functions of WASI's first snapshot (``wasi_unstable``) whose signatures, types and
+meaning are those of the same function in ``wasi_snapshot_preview1``."""
+
+WASI_UNSTABLE_DIFFERENT = frozenset(
+    ("fd_seek", "fd_filestat_get", "path_filestat_get", "poll_oneoff")
+)
+"""The rest of ``wasi_unstable``: ``whence`` numbered differently (fd_seek), ``filestat``
+with a 32-bit link count (the two filestat_get), a clock subscription with one more field
+(poll_oneoff). Not offered."""
+
+
+def _legacy_wasi(wasm: bytes) -> bytes:
+    """``wasm`` with its ``wasi_unstable`` imports of ``WASI_UNSTABLE_SAME`` imported from
+    ``wasi_snapshot_preview1`` instead (what wasmtime's linker offers).
+
+    wasmtime's C API links preview 1 only and cannot alias a definition under another name;
+    renaming the imports in the module's bytes gives a guest built against the first snapshot
+    (TinyGo's, for one) the very same functions, with nothing run in Python.
+    """
+    try:
+        return rename_imports(wasm, "wasi_unstable", "wasi_snapshot_preview1", WASI_UNSTABLE_SAME)
+    except ValueError:
+        return wasm  # not a module wasmtime accepts either: it says why
+
+
+def _resources(wasm: bytes) -> Resources:
+    """The module's memories and tables, checked against what an instance may have.
+
+    One memory: the waPC imports read and write the memory exported as ``memory``, and the
+    budget of ``--max-memory`` is one memory's (wasmtime's store limits are per memory). Not
+    shared: a shared memory is another kind of extern, which this host does not bind.
+    """
+    try:
+        resources = read_resources(wasm)
+    except ValueError as exc:
+        raise ModuleError(f"cannot read the module's memories and tables: {exc}") from exc
+    if len(resources.memories) != 1:
+        raise ModuleError(
+            f"module has {len(resources.memories)} memories; the host runs modules with one"
+        )
+    if resources.memories[0].shared:
+        raise ModuleError("module's memory is shared (threads); the host runs unshared memories")
+    return resources
+
+
+TABLE_SHARE = 8
+"""An instance's tables together may hold up to 1/TABLE_SHARE of ``--max-memory``..."""
+TABLE_ELEMENT_BYTES = 8
+"""...at this many bytes an element (a reference: wasmtime stores one in a machine word)."""
+
+
+@dataclass(frozen=True)
+class StoreLimits:
+    """What one instance's store may allocate (wasmtime's store limiter).
+
+    wasmtime limits each memory and each table on its own, and counts them: with the counts
+    set to what the module declares, every table gets an equal part of the tables' budget.
+    """
+
+    memory_bytes: int
+    table_elements: int
+    """Per table."""
+    tables: int
+    memories: int = 1
+
+    @classmethod
+    def of(cls, resources: Resources, max_memory: int) -> StoreLimits:
+        tables = len(resources.tables)
+        total = max_memory // TABLE_SHARE // TABLE_ELEMENT_BYTES
+        return cls(max_memory, total // max(tables, 1), tables)
+
+
 def _str(s: str) -> tuple[Any, int]:
     raw = s.encode()
     return ctypes.create_string_buffer(raw, len(raw)), len(raw)
+
+
+def _with_cause(exc: object) -> str:
+    """The first line of a wasmtime error and of its cause ("failed to parse WebAssembly
+    module: <what and where>"): the first alone rarely says what is wrong."""
+    text = str(exc).strip()
+    first = _first_line(text)
+    if "Caused by:" not in text:
+        return first
+    return f"{first}: {_first_line(text.split('Caused by:', 1)[1])}"
 
 
 def _first_line(exc: object) -> str:
@@ -568,6 +776,30 @@ class CompiledModule:
     pre: Any
     wasi: bool
     init_functions: tuple[str, ...]
+    resources: Resources
+
+    def limits(self, max_memory: int) -> StoreLimits:
+        """The store limits of an instance of this module under a ``max_memory`` budget."""
+        return StoreLimits.of(self.resources, max_memory)
+
+    def check_limits(self, max_memory: int) -> None:
+        """Raise ModuleError if an instance could not even start under ``max_memory``: its
+        declared minimums (memory, tables) are over the limits (``limits``)."""
+        limits = self.limits(max_memory)
+        memory = self.resources.memories[0]
+        if memory.min_bytes > limits.memory_bytes:
+            raise ModuleError(
+                f"module's memory starts at {_mib(memory.min_bytes)}, over this node's limit"
+                f" of {_mib(limits.memory_bytes)} (--max-memory)"
+            )
+        for table in self.resources.tables:
+            if table.min_elements > limits.table_elements:
+                raise ModuleError(
+                    f"module's table starts at {table.min_elements:,} elements, over this"
+                    f" node's limit of {limits.table_elements:,} a table (1/{TABLE_SHARE} of"
+                    f" --max-memory, {TABLE_ELEMENT_BYTES} bytes an element, shared by"
+                    f" {len(self.resources.tables)} table(s))"
+                )
 
     def serialize(self) -> bytes:
         return bytes(self.module.serialize())
@@ -576,6 +808,10 @@ class CompiledModule:
         pre, self.pre = self.pre, None
         if pre:
             ffi.wasmtime_instance_pre_delete(pre)
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):g} MiB"
 
 
 # --------------------------------------------------------------------------------------------
@@ -612,21 +848,24 @@ class CallFuture:
     def finish(self) -> int:
         """Release the future; return the i32 result, or raise WasmTrap."""
         self.close()
-        inst = self.invocation.instance
+        inv = self.invocation
+        inst = inv.instance
         trap, error = inst._trap.value, inst._error.value
+        if not (trap or error):
+            return int(inst._result.value)
+        text = inv.guest_error.decode("utf-8", "replace") if inv.guest_error else None
         if trap:
             inst._trap.value = None
             message = wasmtime.Trap._from_ptr(ctypes.cast(trap, POINTER(ffi.wasm_trap_t))).message
-            raise WasmTrap(_trap_message(message))
-        if error:
-            inst._error.value = None
-            # _from_ptr answers an ExitTrap for a WASI proc_exit, else a WasmtimeError.
-            err_ptr = ctypes.cast(error, POINTER(ffi.wasmtime_error_t))
-            err = wasmtime.WasmtimeError._from_ptr(err_ptr)
-            if isinstance(err, wasmtime.ExitTrap):
-                raise WasmTrap(f"guest exited with code {err.code}", exit_code=err.code)
-            raise WasmTrap(_trap_message(str(err)))
-        return int(inst._result.value)
+            raise WasmTrap(_trap_message(message), guest_error=text)
+        assert error is not None
+        inst._error.value = None
+        # _from_ptr answers an ExitTrap for a WASI proc_exit, else a WasmtimeError.
+        err_ptr = ctypes.cast(error, POINTER(ffi.wasmtime_error_t))
+        err = wasmtime.WasmtimeError._from_ptr(err_ptr)
+        if isinstance(err, wasmtime.ExitTrap):
+            raise WasmTrap(f"guest exited with code {err.code}", err.code, text)
+        raise WasmTrap(_trap_message(str(err)), guest_error=text)
 
     def close(self) -> None:
         """Delete the future (cancels the call if it has not finished). Idempotent.
@@ -690,7 +929,13 @@ class Instance:
         self.compiled = compiled
         self.tag = tag
         self.store = wasmtime.Store(engine.engine)
-        self.store.set_limits(memory_size=max_memory)
+        limits = compiled.limits(max_memory)
+        self.store.set_limits(
+            memory_size=limits.memory_bytes,
+            table_elements=limits.table_elements,
+            tables=limits.tables,
+            memories=limits.memories,
+        )
         if compiled.wasi:
             self.store.set_wasi(wasmtime.WasiConfig())
         self.ctx = ctypes.cast(self.store._context(), c_void_p).value or 0

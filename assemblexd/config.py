@@ -77,7 +77,7 @@ class Config:
     call_wall_timeout: float = 60.0
     """Wall-clock limit per call, host waits included (504)."""
     max_memory_mib: int = 64
-    """Linear memory per instance, in MiB."""
+    """Linear memory per instance (one memory), in MiB; its tables may hold 1/8 of it more."""
     max_upload_mib: int = 64
     """Largest module accepted by POST /deploy, in MiB (413)."""
     max_payload_mib: int = 16

@@ -408,7 +408,7 @@ class Node:
         if cache.exists():
             try:
                 data = await asyncio.to_thread(cache.read_bytes)
-                compiled = await asyncio.to_thread(engine.deserialize, data)
+                compiled = await asyncio.to_thread(engine.deserialize, data, wasm)
                 self.metrics.compile_cache.labels("hit").inc()
                 return compiled
             except (OSError, ModuleError) as exc:
@@ -472,6 +472,9 @@ class Node:
         sha256 = hashlib.sha256(wasm).hexdigest()
         try:
             compiled = await self._load_module(sha256, wasm)
+            # Refused here rather than failing every call: the module cannot start under this
+            # node's limits (nodes with lower limits than the deploying one fail its calls).
+            compiled.check_limits(self.config.max_memory_mib * MIB)
         except ModuleError as exc:
             raise InvalidModule(str(exc)) from None
         async with self._deploy_lock, self._app_lock(name):
@@ -524,7 +527,7 @@ class Node:
             try:
                 inst = await pool.acquire(deadline)
             except WasmTrap as exc:
-                raise GuestError(f"instance failed to start: {exc}") from None
+                raise GuestError(exc.describe("instance failed to start")) from None
             try:
                 fut = inst.guest_call(op.encode(), payload)
                 host = loaded.host if depth == 0 else self._host_for(loaded.record, depth)
@@ -532,7 +535,7 @@ class Node:
                     budget = self.config.call_timeout
                     result = await self._scheduler.run(fut, budget, host, deadline)
                 except WasmTrap as exc:
-                    raise GuestError(f"guest trapped: {exc}") from None
+                    raise GuestError(exc.describe("guest trapped")) from None
             finally:
                 pool.release(inst)
             inv = fut.invocation

@@ -184,7 +184,7 @@ class AppPool:
             if name == "_start" and exc.exit_code == 0:
                 inst.poisoned = False  # WASI exit(0) from _start is success
                 return
-            raise WasmTrap(f"{name} failed: {exc}", exc.exit_code) from exc
+            raise WasmTrap(f"{name} failed: {exc}", exc.exit_code, exc.guest_error) from exc
 
     def _destroy(self, inst: Instance) -> None:
         self._cap.give_back()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib.metadata
 import logging
+import struct
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -89,6 +91,56 @@ async def test_trap_is_reported_and_the_instance_is_not_reused(node: Node, wat: 
     assert node.status()["instances"]["live"] == 0
 
 
+async def test_the_guest_error_text_survives_a_trap(node: Node, wat: Wat) -> None:
+    await node.deploy("panic", wat("panic"))
+    with pytest.raises(GuestError) as info:
+        await node.call("panic", "main", b"")
+    assert str(info.value) == (
+        "panicked at 'boom', src/lib.rs:7:5; guest trapped: wasm trap: wasm `unreachable`"
+        " instruction executed"
+    )
+    # A trap without a text is reported as before; the text does not leak into the next call.
+    await node.deploy("trap", wat("trap"))
+    with pytest.raises(GuestError, match=r"^guest trapped: wasm trap: wasm `unreachable`"):
+        await node.call("trap", "main", b"")
+    with pytest.raises(GuestError, match=r"^panicked at 'boom'.*; guest trapped: "):
+        await node.call("panic", "main", b"")
+    await node.deploy("init", wat("init_panic"))
+    with pytest.raises(
+        GuestError,
+        match=r"^registration failed; instance failed to start: wapc_init failed: wasm trap: ",
+    ):
+        await node.call("init", "main", b"")
+
+
+@pytest.mark.parametrize(
+    ("how", "text"),
+    [
+        (b"m", "abort: x must be \u2265 0 at assembly/index.ts:12:7"),
+        (b"n", "abort"),
+        (b"b", "abort (the guest's message is not readable)"),
+        (b"l", "abort (the guest's message is not readable)"),
+    ],
+)
+async def test_assemblyscript_env_abort(node: Node, wat: Wat, how: bytes, text: str) -> None:
+    await node.deploy("as", wat("as_abort"))
+    assert await node.call("as", "main", b"x") == b"ok"
+    with pytest.raises(GuestError) as info:
+        await node.call("as", "main", how)
+    assert str(info.value) == f"{text}; guest trapped: env.abort"
+    assert await node.call("as", "main", b"x") == b"ok"  # the node and the app go on
+
+
+async def test_zero_length_buffers_at_any_pointer(node: Node, wat: Wat) -> None:
+    await node.deploy("zero", wat("zero_length"))
+    assert await node.call("zero", "main", b"") == b""
+    # One byte or more out of bounds stays an error: a write (the payload) and a read.
+    with pytest.raises(GuestError, match=r"guest pointer out of bounds"):
+        await node.call("zero", "main", b"x")
+    with pytest.raises(GuestError, match=r"guest pointer out of bounds"):
+        await node.call("zero", "read1", b"")
+
+
 async def test_guest_errors_keep_the_instance(node: Node, wat: Wat) -> None:
     await node.deploy("error", wat("error"))
     for _ in range(3):
@@ -152,6 +204,68 @@ async def test_memory_limit(tmp_path: Path, wat: Wat) -> None:
             await node.call("echo", "echo", b"x" * (8 << 20))
 
 
+@pytest.fixture
+async def node16(tmp_path: Path) -> AsyncIterator[Node]:
+    """A node started with --max-memory 16 (tables: 262,144 elements, 1/8 of it)."""
+    async with Node(Config(data_dir=tmp_path, max_memory_mib=16)) as n:
+        yield n
+
+
+async def test_more_than_one_memory_is_refused(node16: Node, wat: Wat) -> None:
+    # Each memory under its own 16 MiB limit, 21 of them: 336 MiB from a 16 MiB node.
+    with pytest.raises(InvalidModule, match=r"module has 21 memories; the host runs modules wi"):
+        await node16.deploy("mems", wat("many_memories"))
+    assert node16.apps() == []
+    assert list((node16.storage.data_dir / "blobs").iterdir()) == []
+
+
+async def test_table_growth_is_bounded_by_max_memory(node16: Node, wat: Wat) -> None:
+    await node16.deploy("tables", wat("table_grow"))
+    # Both grows refused (-1): 16M elements are over 16 MiB / 8 / 8 bytes = 262,144.
+    answer = await node16.call("tables", "main", b"")
+    assert struct.unpack("<ii", answer) == (-1, -1)
+    # The refusal is the guest's to handle: the instance is fine and is reused.
+    assert struct.unpack("<ii", await node16.call("tables", "main", b"")) == (-1, -1)
+    assert node16._apps["tables"].pool.created == 1
+
+
+@pytest.mark.parametrize(
+    ("guest", "reason"),
+    [
+        ("huge_memory_min", r"memory starts at 4096 MiB, over this node's limit of 16 MiB"),
+        ("huge_table_min", r"table starts at 4,194,304 elements, over this node's limit of 262"),
+        ("shared_memory", r"memory is shared"),
+        ("gc_arrays", r"does not compile: .*gc"),
+    ],
+)
+async def test_modules_that_cannot_start_under_the_limits_are_refused(
+    node16: Node, wat: Wat, guest: str, reason: str
+) -> None:
+    with pytest.raises(InvalidModule, match=reason):
+        await node16.deploy(guest, wat(guest))
+    assert node16.apps() == []
+
+
+async def test_a_table_within_the_budget_deploys(tmp_path: Path, wat: Wat) -> None:
+    # 4,194,304 elements are 32 MiB: within 1/8 of 256 MiB.
+    async with Node(Config(data_dir=tmp_path, max_memory_mib=256)) as node:
+        await node.deploy("table", wat("huge_table_min"))
+        assert await node.call("table", "main", b"") == b""
+
+
+async def test_a_node_with_lower_limits_fails_the_instance_not_the_deploy(
+    tmp_path: Path, wat: Wat
+) -> None:
+    """A record deployed elsewhere under higher limits (here: before a restart with lower
+    ones) is served, and its instances cannot start: the store limits hold its minimums."""
+    async with Node(Config(data_dir=tmp_path, max_memory_mib=256)) as node:
+        await node.deploy("table", wat("huge_table_min"))
+    async with Node(Config(data_dir=tmp_path, max_memory_mib=16)) as node:
+        with pytest.raises(GuestError, match=r"instance failed to start: .*table"):
+            await node.call("table", "main", b"")
+        assert node.status()["instances"]["live"] == 0
+
+
 async def test_payload_limit(tmp_path: Path, wat: Wat) -> None:
     async with Node(Config(data_dir=tmp_path, max_payload_mib=1)) as node:
         await node.deploy("echo", wat("echo"))
@@ -184,6 +298,19 @@ async def test_init_order_and_wasi_exit(node: Node, wat: Wat) -> None:
     assert await node.call("init", "main", b"") == b"isw"
     await node.deploy("wasi", wat("wasi_exit"))
     assert await node.call("wasi", "main", b"") == b"ok"
+
+
+async def test_wasi_unstable_imports(config: Config, wat: Wat) -> None:
+    """A guest importing WASI's first snapshot gets preview 1's functions, also when loaded
+    from the compiled cache after a restart."""
+    for restarted in (False, True):
+        async with Node(config) as node:
+            if not restarted:
+                await node.deploy("legacy", wat("wasi_unstable"))
+            answer = await node.call("legacy", "main", b"to stdout")
+            # fd_write: errno 0, 9 bytes written; clock_time_get and random_get: errno 0.
+            assert struct.unpack("<4i", answer) == (0, 9, 0, 0)
+    assert b'assemblex_compile_cache_total{result="hit"} 1.0' in node.metrics_text()
 
 
 async def test_console_log_is_tagged_with_the_app(
@@ -293,6 +420,10 @@ async def test_redis_without_configuration(node: Node, wat: Wat) -> None:
         ("no_memory", "does not export a memory"),
         ("unknown_import", "wapc.__not_a_thing, which the host does not offer"),
         ("bad_signature", "cannot link"),
+        (
+            "wasi_unstable_seek",
+            r"imports wasi_unstable.fd_seek, which the host does not offer: its types differ",
+        ),
     ],
 )
 async def test_invalid_modules_are_rejected(node: Node, wat: Wat, guest: str, reason: str) -> None:
@@ -346,6 +477,16 @@ async def test_restart_keeps_apps_and_uses_the_compiled_cache(config: Config, wa
         assert node.app("echo").sha256 == sha
         assert await node.call("echo", "echo", b"again") == b"again"
         assert b'assemblex_compile_cache_total{result="hit"} 1.0' in node.metrics_text()
+
+
+async def test_the_compiled_cache_is_named_by_the_installed_wasmtime_release(
+    node: Node, wat: Wat
+) -> None:
+    record = await node.deploy("echo", wat("echo"))
+    release = importlib.metadata.version("wasmtime")  # such as 50.0.1
+    assert release.count(".") == 2
+    names = [p.name for p in (node.storage.data_dir / "compiled").iterdir()]
+    assert names == [f"{record.sha256}-wasmtime{release}.cwasm"]
 
 
 async def test_corrupt_compiled_cache_is_recompiled(config: Config, wat: Wat) -> None:

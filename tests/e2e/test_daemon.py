@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import select
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -200,6 +201,38 @@ def test_port_in_use_exits_nonzero(tmp_path: Path, start_daemon: Callable[..., D
     assert second.proc is not None
     assert second.proc.wait(timeout=START_TIMEOUT) != 0
     assert first.stop() == 0
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_max_memory_bounds_what_a_guest_allocates(
+    tmp_path: Path, wat: Callable[[str], bytes], start_daemon: Callable[..., Daemon]
+) -> None:
+    """A node run with --max-memory 16, as an outside test attacked it: extra memories are
+    refused at deploy, and a table grown by 16M then 48M elements stays within the budget."""
+    daemon = start_daemon(tmp_path / "data", "--max-memory", "16")
+    daemon.wait_listening()
+    assert daemon.proc is not None
+    status, body = http(
+        "POST",
+        f"{daemon.url}/deploy?name=mems",
+        wat("many_memories"),
+        {"Content-Type": "application/wasm"},
+    )
+    assert status == 400, body
+    assert "module has 21 memories" in json.loads(body)["message"]
+    daemon.deploy("tables", wat("table_grow"))
+    before = _rss_kib(daemon.proc.pid)
+    status, body = daemon.call("tables")
+    assert (status, struct.unpack("<ii", body)) == (200, (-1, -1))
+    grown = _rss_kib(daemon.proc.pid) - before
+    assert grown < 64 * 1024, f"resident memory grew by {grown} KiB"  # unbounded: 512 MiB
+    assert daemon.stop() == 0
 
 
 def test_a_client_that_goes_away_cancels_its_call(
