@@ -11,12 +11,11 @@ Theory of operation
   the client context it is given (``--tls-ca``, or the system's store); a plain node dials
   ``ws://`` and ``http://`` only. A cluster is all TLS or all plain: a member whose URL has
   the other scheme is one this node cannot reach.
-* **Sync.** The replica's anti-entropy core (``crdt.AntiEntropy``) treats the active view as its
-  peers: a neighbour that comes up is sent our digest at once (a restarted or new node catches up
-  that way), fresh local writes are pushed to every neighbour and forwarded onwards, and a
-  periodic round repairs what pushes missed. Its messages ride membership's direct messages.
-  The core is not thread-safe and may wait on fsync, so every call into it runs on one thread
-  of its own; what it wants sent is sent from the loop.
+* **Sync.** The replica's anti-entropy (``crdt.SyncNode``, the library's asyncio adapter of
+  ``crdt.AntiEntropy``) treats the active view as its peers: a neighbour that comes up is sent
+  our digest at once (a restarted or new node catches up that way), fresh local writes are
+  pushed to every neighbour and forwarded onwards, and a periodic round repairs what pushes
+  missed. Its messages ride membership's direct messages.
 * **Members.** Each node keeps a record of itself in the store (``members/<id>``: name, URL,
   active view, the version of each app it runs), rewritten when any of that changes and every
   ``HEARTBEAT`` seconds. ``/status`` draws the graph from these records.
@@ -28,15 +27,12 @@ Theory of operation
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import json
 import logging
 import random
 import ssl
 import time
-from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import aiohttp
@@ -107,21 +103,17 @@ class Cluster:
             ),
             self.transport,
         )
-        self._core = crdt.AntiEntropy(node.replica, random.Random(), sync or crdt.SyncConfig())
-        self._core_thread = concurrent.futures.ThreadPoolExecutor(1, "assemblex-sync")
+        self.sync = crdt.SyncNode(node.replica, self._send_sync, sync)
         self._peers: dict[str, membership.Peer] = {}
         self._sent = node.metrics.sync_bytes.labels("sent")
         self._received = node.metrics.sync_bytes.labels("received")
-        self._wake = asyncio.Event()
         self._member_dirty = asyncio.Event()
         self._stack = contextlib.AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
-        self._unsubscribe: Callable[[], None] | None = None
         self._handler = membership.websocket_handler(self.membership.handle_channel)
 
     async def __aenter__(self) -> Cluster:
-        loop = asyncio.get_running_loop()
         events = self.membership.events()  # before the node starts: no event is missed
         await self._stack.enter_async_context(self.membership)
         self._session = await self._stack.enter_async_context(
@@ -130,13 +122,9 @@ class Cluster:
                 connector=aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else True),
             )
         )
+        await self._stack.enter_async_context(self.sync)
         group = await self._stack.enter_async_context(asyncio.TaskGroup())
-
-        def on_change(_key: str) -> None:
-            loop.call_soon_threadsafe(self._wake.set)
-
-        self._unsubscribe = self.node.replica.subscribe(on_change)
-        for coro in (self._events(events), self._sync_loop(), self._members_loop()):
+        for coro in (self._events(events), self._members_loop()):
             self._tasks.append(group.create_task(coro))
         self.node.fetch_module = self.fetch_module
         self.node.cluster = self
@@ -148,12 +136,9 @@ class Cluster:
         self.node.on_apps_changed.remove(self._member_dirty.set)
         self.node.fetch_module = None
         self.node.cluster = None
-        if self._unsubscribe is not None:
-            self._unsubscribe()
         for task in self._tasks:
             task.cancel()
         await self._stack.aclose()
-        self._core_thread.shutdown(wait=True)
 
     async def handle_peer(self, request: web.Request) -> web.StreamResponse:
         """``GET /peer``: a peer's websocket, served as a membership channel."""
@@ -161,65 +146,38 @@ class Cluster:
 
     # -- sync -------------------------------------------------------------------------------
 
-    async def _in_core(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` (a call into the sync core) on the core's thread, then send its outbox."""
-        loop = asyncio.get_running_loop()
-        core = self._core
-
-        def step() -> list[tuple[str, crdt.Message]]:
-            fn()
-            # Taken on the core's thread too: the outbox is the core's state.
-            return core.take_outbox()
-
-        for peer_id, msg in await loop.run_in_executor(self._core_thread, step):
-            peer = self._peers.get(peer_id)
-            if peer is None:
-                continue
-            data = crdt.encode_message(msg)
-            with contextlib.suppress(membership.MembershipError):
-                self.membership.send(peer, data)
-                self._sent.inc(len(data))
+    def _send_sync(self, peer_id: str, data: bytes) -> None:
+        """A message of the sync for a neighbour: a membership direct message (dropped when
+        the peer is no longer one; the next anti-entropy round repairs it)."""
+        peer = self._peers.get(peer_id)
+        if peer is None:
+            return
+        with contextlib.suppress(membership.MembershipError):
+            self.membership.send(peer, data)
+            self._sent.inc(len(data))
 
     async def _events(self, events: membership.Subscription) -> None:
-        loop = asyncio.get_running_loop()
-        core = self._core
         async for event in events:
-            now = loop.time()
             if isinstance(event, membership.DirectReceived):
                 peer, payload = event.src, event.payload
                 self._received.inc(len(payload))
                 try:
-                    msg = crdt.decode_message(payload, self.node.replica.limits)
-                    await self._in_core(partial(core.on_message, peer.id, msg, now))
+                    await self.sync.receive(peer.id, payload)
                 except crdt.RemoteError as exc:
                     log.warning("bad sync message from %s: %s", peer.id, exc)
             elif isinstance(event, membership.NeighborUp):
                 peer = event.peer
                 self._peers[peer.id] = peer
                 log.info("neighbour up: %s", peer)
-                await self._in_core(partial(core.add_peer, peer.id, now))
+                await self.sync.add_peer(peer.id)
                 self._member_dirty.set()
                 self.node.peer_up()
             elif isinstance(event, membership.NeighborDown):
                 peer = event.peer
                 self._peers.pop(peer.id, None)
                 log.info("neighbour down: %s", peer)
-                await self._in_core(partial(core.remove_peer, peer.id))
+                await self.sync.remove_peer(peer.id)
                 self._member_dirty.set()
-
-    async def _sync_loop(self) -> None:
-        """Tick the core when it is due, and at once after local writes (to push them)."""
-        loop = asyncio.get_running_loop()
-        core = self._core
-        while True:
-            self._wake.clear()
-            now = loop.time()
-            await self._in_core(partial(core.tick, now))
-            deadline = core.next_deadline()
-            delay = None if deadline is None else max(0.0, deadline - loop.time())
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._wake.wait()
 
     # -- members ----------------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 ``Replica`` is one node's copy (in memory, or durable in an append-only log);
 ``AntiEntropy`` is the pure protocol core that keeps replicas in step over whatever transport
-drives it. See ``docs/crdt.md`` for the design and its measurements.
+drives it, and ``SyncNode`` its asyncio adapter (give it a ``send`` and the peers). See
+``docs/crdt.md`` for the design and its measurements.
 
     >>> r = Replica("node-a")
     >>> r.set("app/hello", b"{}")
@@ -12,6 +13,7 @@ drives it. See ``docs/crdt.md`` for the design and its measurements.
 
 from __future__ import annotations
 
+from ._asyncio import SyncNode
 from ._errors import ClosedError, Error, LocalError, RemoteError, StorageError
 from ._messages import Message, Push, SyncRequest, SyncResponse
 from ._replica import Changes, Replica
@@ -36,6 +38,7 @@ __all__ = [
     "Replica",
     "StorageError",
     "SyncConfig",
+    "SyncNode",
     "SyncRequest",
     "SyncResponse",
     "SyncStore",
