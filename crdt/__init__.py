@@ -12,7 +12,7 @@ drives it. See ``docs/crdt.md`` for the design and its measurements.
 
 from __future__ import annotations
 
-from ._errors import ClosedError, Error, LocalError, RemoteError, StorageError
+from ._errors import ClosedError, DamagedLogError, Error, LocalError, RemoteError, StorageError
 from ._messages import Message, Push, SyncRequest, SyncResponse
 from ._replica import Changes, Replica
 from ._sync import AntiEntropy, SyncConfig, SyncStore
@@ -24,6 +24,7 @@ __all__ = [
     "AntiEntropy",
     "Changes",
     "ClosedError",
+    "DamagedLogError",
     "DeltaChunk",
     "Error",
     "GCounter",

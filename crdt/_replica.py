@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import NamedTuple
 
 from ._codec import decode_delta, decode_digest, encode_delta, encode_digest
-from ._errors import ClosedError, LocalError, RemoteError, StorageError
+from ._errors import ClosedError, DamagedLogError, LocalError, RemoteError, StorageError
 from ._log import Log
 from ._state import State
 from ._types import DEFAULT_LIMITS, Delta, DeltaChunk, GCounter, Limits
@@ -86,6 +86,7 @@ class Replica:
 
     Raises:
         StorageError: ``path`` belongs to another node or cannot be used.
+        DamagedLogError: ``path`` is damaged before its last record (and left unchanged).
     """
 
     def __init__(
@@ -115,11 +116,18 @@ class Replica:
         except OSError as exc:
             raise StorageError(f"cannot open crdt log {path}: {exc}") from exc
         replayed = 0
-        for offset, payload in records:
+        for i, (offset, payload) in enumerate(records):
             try:
                 delta = decode_delta(payload, _REPLAY_LIMITS)
             except RemoteError as exc:
-                log.warning("crdt log %s: bad record at byte %d (%s), cut", path, offset, exc)
+                if i + 1 < len(records):
+                    # Records after it were acknowledged: cutting would lose them.
+                    log_.close()
+                    raise DamagedLogError(
+                        f"{path}: undecodable record at byte {offset} ({exc}) followed by"
+                        f" {len(records) - i - 1} more; the file is left unchanged"
+                    ) from exc
+                log.warning("crdt log %s: bad last record at byte %d (%s), cut", path, offset, exc)
                 log_.discard_from(offset)
                 break
             self._state.apply(delta)
