@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from .client import DEFAULT_URL, Client, ClientError
 from .config import WILDCARD_HOSTS, Config
-from .errors import AssemblexError
+from .errors import AssemblexError, DataDirError
 from .logs import FORMATS, setup_logging
 from .tls import NodeTLS, TLSError, client_context
 
@@ -618,6 +618,9 @@ def _run(ns: argparse.Namespace) -> int:
         return asyncio.run(serve(config, tls=tls))
     except KeyboardInterrupt:
         return 130
+    except DataDirError as e:
+        log.error("cannot start: %s", e)
+        return 2
     except (AssemblexError, OSError) as e:
         # The node refused to start (data dir not writable, bad configuration, ...).
         log.error("cannot start: %s", e.message if isinstance(e, AssemblexError) else e)

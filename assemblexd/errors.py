@@ -11,6 +11,7 @@ __all__ = [
     "AssemblexError",
     "BadRequest",
     "CallTimeout",
+    "DataDirError",
     "GuestError",
     "HostError",
     "InvalidModule",
@@ -97,6 +98,11 @@ class CallTimeout(AssemblexError):
 
     status = 504
     code = "timeout"
+
+
+class DataDirError(Exception):
+    """The data dir cannot be used as it is (a damaged log, another node's log, a file where
+    a directory should be): the node does not start, and nothing in it was changed."""
 
 
 class HostError(Exception):
