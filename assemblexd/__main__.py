@@ -37,6 +37,8 @@ __all__ = ["build_parser", "config_from_args", "main"]
 log = logging.getLogger("assemblexd")
 
 _DEFAULTS = Config()
+KEEPALIVE_TIMEOUT = 75.0
+"""Seconds an idle kept-alive HTTP connection stays open (aiohttp's own default is an hour)."""
 _BINDING_RE = re.compile(r"[A-Za-z0-9_.-]+")
 
 
@@ -127,6 +129,16 @@ def _add_token(p: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
     )
 
 
+def _add_read_token(p: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+    p.add_argument(
+        "--read-token",
+        metavar="T",
+        default=environ.get("ASSEMBLEX_READ_TOKEN"),
+        help="the node's read token (or its deploy token), where it requires one; without"
+        " it, status shows no peer ids or addresses (default: $ASSEMBLEX_READ_TOKEN)",
+    )
+
+
 def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
     """The full command-line parser; defaults that come from the environment read ``environ``."""
     env = os.environ if environ is None else environ
@@ -180,6 +192,37 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         metavar="T",
         default=None,
         help="bearer token required to call apps (default: calls are open)",
+    )
+    net.add_argument(
+        "--read-token",
+        metavar="T",
+        default=None,
+        help="bearer token required to read /status, /apps and /metrics (the --token is"
+        " accepted too; default: open, and /status shows no peer ids or addresses)",
+    )
+    net.add_argument(
+        "--header-timeout",
+        metavar="S",
+        type=_seconds,
+        default=_DEFAULTS.header_timeout,
+        help="seconds from a request's first byte to the end of its headers, else the"
+        " connection is closed; 0: no limit (default: %(default)s)",
+    )
+    net.add_argument(
+        "--body-timeout",
+        metavar="S",
+        type=_seconds,
+        default=_DEFAULTS.body_timeout,
+        help="seconds from a request's headers to the end of its body (deploys, calls), else"
+        " 408; 0: no limit (default: %(default)s)",
+    )
+    net.add_argument(
+        "--max-client-conns",
+        metavar="N",
+        type=_int_at_least(0),
+        default=_DEFAULTS.max_client_conns,
+        help="open connections per client IP address; past it a new one gets 503; 0: no"
+        " cap (default: %(default)s)",
     )
     cluster = run.add_argument_group("cluster")
     cluster.add_argument(
@@ -364,6 +407,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         " those a rollback goes back to, newest first).",
     )
     apps.add_argument("app", metavar="APP", nargs="?", default=None)
+    _add_read_token(apps, env)
     _add_url(apps, env)
 
     rollback = sub.add_parser(
@@ -387,6 +431,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "status", help="show a node's status", description="Summarize a node's status."
     )
     status.add_argument("--json", action="store_true", help="print the raw JSON instead")
+    _add_read_token(status, env)
     _add_url(status, env)
     return parser
 
@@ -428,6 +473,10 @@ def config_from_args(ns: argparse.Namespace, environ: Mapping[str, str] | None =
         tls_ca=ns.tls_ca,
         token=ns.token,
         call_token=ns.call_token,
+        read_token=ns.read_token,
+        header_timeout=ns.header_timeout,
+        body_timeout=ns.body_timeout,
+        max_client_conns=ns.max_client_conns,
         redis_urls=tuple(ns.redis_url),
         pool_size=ns.pool_size,
         max_instances=ns.max_instances,
@@ -515,6 +564,7 @@ async def serve(
 
     from .api import create_app
     from .cluster import Cluster
+    from .conns import GuardedRunner
     from .node import Node
 
     if tls is None:
@@ -527,8 +577,14 @@ async def serve(
     async with Node(config) as node:
         # handler_cancellation: a client that goes away cancels its call (the guest stops at
         # the next tick and its instance is dropped) instead of running it to the end.
-        runner = web.AppRunner(
-            create_app(node), access_log=None, shutdown_timeout=10.0, handler_cancellation=True
+        runner = GuardedRunner(
+            create_app(node),
+            header_timeout=config.header_timeout,
+            max_client_conns=config.max_client_conns,
+            keepalive_timeout=KEEPALIVE_TIMEOUT,
+            access_log=None,
+            shutdown_timeout=10.0,
+            handler_cancellation=True,
         )
         await runner.setup()
         try:
@@ -650,10 +706,10 @@ async def _client_command(ns: argparse.Namespace) -> int:
             sys.stdout.buffer.write(out)
             sys.stdout.buffer.flush()
         elif ns.command == "apps" and ns.app is not None:
-            rec = await client.app(ns.app)
+            rec = await client.app(ns.app, token=ns.read_token)
             print(_format_apps([rec, *rec.get("history", [])], current=True))
         elif ns.command == "apps":
-            print(_format_apps(await client.apps()))
+            print(_format_apps(await client.apps(token=ns.read_token)))
         elif ns.command == "rollback":
             rec = await client.rollback(ns.app, token=ns.token)
             print(
@@ -664,7 +720,7 @@ async def _client_command(ns: argparse.Namespace) -> int:
             await client.undeploy(ns.app, token=ns.token)
             print(f"undeployed {ns.app}")
         elif ns.command == "status":
-            data = await client.status()
+            data = await client.status(token=ns.read_token)
             print(json.dumps(data, indent=2) if ns.json else _format_status(data))
     return 0
 

@@ -18,6 +18,7 @@ __all__ = [
     "NotFound",
     "Overloaded",
     "PayloadTooLarge",
+    "RequestTimeout",
     "Unauthorized",
     "UnknownApp",
 ]
@@ -69,6 +70,13 @@ class UnknownApp(NotFound):
     def __init__(self, name: str) -> None:
         super().__init__(f"no app named {name!r} is deployed")
         self.name = name
+
+
+class RequestTimeout(AssemblexError):
+    """A request's body did not arrive within the body timeout (a slow or stalled client)."""
+
+    status = 408
+    code = "request_timeout"
 
 
 class PayloadTooLarge(AssemblexError):
