@@ -163,7 +163,11 @@ def _check_token(request: web.Request, token: str | None = None) -> None:
 class _ReadUnauthorized(Unauthorized):
     """A guarded read without the read token; a browser is asked for it (HTTP Basic)."""
 
-    challenge = f'{_BEARER}, Basic realm="assemblex", charset="UTF-8"'
+    def __init__(self, message: str, *, browser: bool) -> None:
+        super().__init__(message)
+        basic = 'Basic realm="assemblex", charset="UTF-8"'
+        # A browser takes the first scheme it knows: Basic alone, so that it prompts.
+        self.challenge = basic if browser else f"{_BEARER}, {basic}"
 
 
 def _given_token(request: web.Request) -> str | None:
@@ -197,7 +201,8 @@ def _check_read(request: web.Request) -> bool:
         raise _ReadUnauthorized(
             "this node requires its read token: 'Authorization: Bearer <token>'"
             if given is None
-            else "wrong token"
+            else "wrong token",
+            browser=_prefers_html(request.headers.get("Accept", "")),
         )
     return proved
 

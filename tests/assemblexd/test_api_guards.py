@@ -107,6 +107,9 @@ async def test_read_token_guards_reads(make: Callable[..., Awaitable[Client]]) -
         assert (await client.get(path, headers=bearer("wrong"))).status == 401, path
         for headers in (bearer(READ), bearer(DEPLOY), basic(READ)):
             assert (await client.get(path, headers=headers)).status in (200, 404), path
+    page = await client.get("/status", headers={"Accept": "text/html"})
+    assert page.status == 401
+    assert page.headers["WWW-Authenticate"].startswith("Basic ")  # the browser prompts
     for path in ("/healthz", "/openapi.json"):  # liveness and the API description stay open
         assert (await client.get(path)).status == 200
 
