@@ -433,6 +433,22 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     status.add_argument("--json", action="store_true", help="print the raw JSON instead")
     _add_read_token(status, env)
     _add_url(status, env)
+
+    salvage = sub.add_parser(
+        "salvage-log",
+        help="recover a damaged replica.log",
+        description="Recover the replica.log of a stopped node that refuses to start because"
+        " the log is damaged before intact records: keep every intact record, skip the damaged"
+        " ones (their content is lost on this node; peers may still have it), keep the"
+        " damaged file as replica.log.damaged and write a clean log.",
+    )
+    salvage.add_argument(
+        "--data-dir",
+        metavar="D",
+        type=Path,
+        default=_DEFAULTS.data_dir,
+        help="the node's data dir; the node must not be running (default: %(default)s)",
+    )
     return parser
 
 
@@ -683,6 +699,31 @@ def _run(ns: argparse.Namespace) -> int:
         return 1
 
 
+def _salvage_log(data_dir: Path) -> int:
+    import crdt
+
+    setup_logging("text")
+    path = data_dir / "replica.log"
+    try:
+        node_id = (data_dir / "node_id").read_text().strip()
+        if not path.is_file():
+            raise FileNotFoundError(f"no {path}")
+        replica = crdt.Replica(node_id, path, salvage=True)
+    except (OSError, crdt.Error) as e:
+        print(f"assemblexd salvage-log: error: {e}", file=sys.stderr)
+        return 2
+    replica.close()
+    if not replica.salvaged:
+        print(f"{path} has no damage before intact records: nothing to salvage")
+        return 0
+    spans = ", ".join(f"{a}-{b - 1}" for a, b in replica.salvaged)
+    print(
+        f"salvaged {path}: kept every intact record, skipped damaged bytes {spans};"
+        f" the damaged file is kept as {replica.damaged_copy}"
+    )
+    return 0
+
+
 # -- client commands -----------------------------------------------------------------------------
 
 
@@ -909,6 +950,8 @@ def main(argv: list[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 2
     if ns.command == "run":
         return _run(ns)
+    if ns.command == "salvage-log":
+        return _salvage_log(ns.data_dir)
     try:
         return asyncio.run(_client_command(ns))
     except ClientError as e:

@@ -206,8 +206,8 @@ class Node:
             return crdt.Replica(self.id, path)
         except crdt.DamagedLogError as exc:
             raise DataDirError(
-                f"{exc}: restore it from a backup, or move the data dir aside and start afresh"
-                " (a new node id; the store comes back from peers)"
+                f"{exc}: restore it from a backup, or recover its intact records with"
+                f" 'assemblexd salvage-log --data-dir {self.config.data_dir}'"
             ) from exc
         except crdt.Error as exc:  # another node's log, a bad header, a bad node_id
             raise DataDirError(str(exc)) from exc

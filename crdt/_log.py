@@ -145,10 +145,19 @@ class Log:
         self._closed = False
         self.base = pos
         """Size of the log right after it was opened or compacted."""
+        self.salvaged: list[tuple[int, int]] = []
+        """Byte spans ``[start, stop)`` that ``open(salvage=True)`` skipped as damaged."""
 
     @classmethod
-    def open(cls, path: str, node_id: str, max_record: int) -> tuple[Log, list[tuple[int, bytes]]]:
+    def open(
+        cls, path: str, node_id: str, max_record: int, *, salvage: bool = False
+    ) -> tuple[Log, list[tuple[int, bytes]]]:
         """Open (or create) the log at ``path`` for ``node_id``.
+
+        Args:
+            salvage: on damage followed by intact records, skip the damaged spans and return
+                every intact record (listed in :attr:`salvaged`); the caller must then
+                :meth:`keep_copy` and :meth:`rewrite` the log before writing to it.
 
         Returns:
             The log, and its records as ``(offset, payload)`` to replay in order. A record
@@ -156,7 +165,8 @@ class Log:
 
         Raises:
             StorageError: the file belongs to another node or its header is damaged.
-            DamagedLogError: a bad record is followed by intact ones (file left unchanged).
+            DamagedLogError: a bad record is followed by intact ones (file left unchanged),
+                unless ``salvage``.
         """
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path + ".compact")  # an interrupted compaction; the log is intact
@@ -169,7 +179,15 @@ class Log:
             data = os.pread(fd, size, 0)
             start = cls._check_header(path, data, node_id)
             records, end = cls._scan(data, start, max_record)
-            if data.count(0, end) != len(data) - end:
+            salvaged: list[tuple[int, int]] = []
+            while salvage and data.count(0, end) != len(data) - end:
+                after = cls._find_record(data, end + 1, max_record)
+                if after is None:
+                    break  # a torn tail: cut below, as without salvage
+                salvaged.append((end, after))
+                more, end = cls._scan(data, after, max_record)
+                records.extend(more)
+            if data.count(0, end) != len(data) - end and not salvaged:
                 after = cls._find_record(data, end + 1, max_record)
                 if after is not None:
                     # Not a torn write: a crash tears only what was never synced, and each
@@ -180,7 +198,11 @@ class Log:
                         f" (the first at byte {after}); the file is left unchanged"
                     )
             self = cls(path, node_id, fd, end, size)
-            if data.count(0, end) != len(data) - end:
+            self.salvaged = salvaged
+            if salvaged:
+                for first, stop in salvaged:
+                    log.warning("crdt log %s: bytes %d-%d damaged, skipped", path, first, stop - 1)
+            elif data.count(0, end) != len(data) - end:
                 log.warning("crdt log %s: torn tail at byte %d (last record), discarded", path, end)
                 self.discard_from(end)
             return self, records
@@ -251,6 +273,23 @@ class Log:
     def size(self) -> int:
         """Bytes of header and records written or queued so far."""
         return self._pos + sum(map(len, self._pending))
+
+    def keep_copy(self) -> str:
+        """Keep the file as it is now under another name (``<path>.damaged``, or with a
+        number), for the operator; a later :meth:`rewrite` replaces ``path`` only.
+
+        Returns:
+            The name of the copy (a hard link, so it costs no space while the log is kept).
+        """
+        for n in range(1000):
+            name = f"{self.path}.damaged" + (f".{n}" if n else "")
+            try:
+                os.link(self.path, name)
+            except FileExistsError:
+                continue
+            _fsync_dir(self.path)
+            return name
+        raise StorageError(f"{self.path}: 1000 damaged copies kept already")
 
     def discard_from(self, offset: int) -> None:
         """Zero the file from ``offset`` on and write the next record there (at open only)."""

@@ -11,11 +11,14 @@ import hashlib
 import json
 import shutil
 import struct
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from cluster import START_TIMEOUT, Daemon
+from helpers import REPO_ROOT, daemon_env
 
 pytestmark = pytest.mark.e2e
 
@@ -91,6 +94,38 @@ def test_byte_flipped_mid_log_stops_start_and_keeps_the_file(
 
     raw[(start + end) // 2] ^= 0x01  # the operator restores the file: every version is back
     log.write_bytes(bytes(raw))
+    daemon = start_daemon(data)
+    daemon.wait_listening()
+    assert daemon.get_json("/apps/app")["version"] == 6
+    assert daemon.stop() == 0
+
+
+def test_salvage_log_recovers_the_intact_records(
+    tmp_path: Path, wat: Callable[[str], bytes], start_daemon: Callable[..., Daemon]
+) -> None:
+    data = tmp_path / "data"
+    daemon = start_daemon(data)
+    _deploy_versions(daemon, wat, 6)
+    assert daemon.stop() == 0
+    log = data / "replica.log"
+    start, end = _records(log)[1]  # early: the later versions' records follow it
+    raw = bytearray(log.read_bytes())
+    raw[(start + end) // 2] ^= 0x01
+    log.write_bytes(bytes(raw))
+    assert "salvage-log" in _refused(start_daemon(data))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "assemblexd", "salvage-log", "--data-dir", str(data)],
+        cwd=REPO_ROOT,
+        env=daemon_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"skipped damaged bytes {start}-{end - 1}" in done.stdout
+    assert (data / "replica.log.damaged").read_bytes() == bytes(raw)
     daemon = start_daemon(data)
     daemon.wait_listening()
     assert daemon.get_json("/apps/app")["version"] == 6
