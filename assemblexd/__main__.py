@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from .client import DEFAULT_URL, Client, ClientError
 from .config import WILDCARD_HOSTS, Config
-from .errors import AssemblexError
+from .errors import AssemblexError, DataDirError
 from .logs import FORMATS, setup_logging
 from .tls import NodeTLS, TLSError, client_context
 
@@ -37,6 +37,8 @@ __all__ = ["build_parser", "config_from_args", "main"]
 log = logging.getLogger("assemblexd")
 
 _DEFAULTS = Config()
+KEEPALIVE_TIMEOUT = 75.0
+"""Seconds an idle kept-alive HTTP connection stays open (aiohttp's own default is an hour)."""
 _BINDING_RE = re.compile(r"[A-Za-z0-9_.-]+")
 
 
@@ -127,6 +129,16 @@ def _add_token(p: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
     )
 
 
+def _add_read_token(p: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+    p.add_argument(
+        "--read-token",
+        metavar="T",
+        default=environ.get("ASSEMBLEX_READ_TOKEN"),
+        help="the node's read token (or its deploy token), where it requires one; without"
+        " it, status shows no peer ids or addresses (default: $ASSEMBLEX_READ_TOKEN)",
+    )
+
+
 def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
     """The full command-line parser; defaults that come from the environment read ``environ``."""
     env = os.environ if environ is None else environ
@@ -180,6 +192,37 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         metavar="T",
         default=None,
         help="bearer token required to call apps (default: calls are open)",
+    )
+    net.add_argument(
+        "--read-token",
+        metavar="T",
+        default=None,
+        help="bearer token required to read /status, /apps and /metrics (the --token is"
+        " accepted too; default: open, and /status shows no peer ids or addresses)",
+    )
+    net.add_argument(
+        "--header-timeout",
+        metavar="S",
+        type=_seconds,
+        default=_DEFAULTS.header_timeout,
+        help="seconds from a request's first byte to the end of its headers, else the"
+        " connection is closed; 0: no limit (default: %(default)s)",
+    )
+    net.add_argument(
+        "--body-timeout",
+        metavar="S",
+        type=_seconds,
+        default=_DEFAULTS.body_timeout,
+        help="seconds from a request's headers to the end of its body (deploys, calls), else"
+        " 408; 0: no limit (default: %(default)s)",
+    )
+    net.add_argument(
+        "--max-client-conns",
+        metavar="N",
+        type=_int_at_least(0),
+        default=_DEFAULTS.max_client_conns,
+        help="open connections per client IP address; past it a new one gets 503; 0: no"
+        " cap (default: %(default)s)",
     )
     cluster = run.add_argument_group("cluster")
     cluster.add_argument(
@@ -395,6 +438,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         " those a rollback goes back to, newest first).",
     )
     apps.add_argument("app", metavar="APP", nargs="?", default=None)
+    _add_read_token(apps, env)
     _add_url(apps, env)
 
     rollback = sub.add_parser(
@@ -418,7 +462,24 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "status", help="show a node's status", description="Summarize a node's status."
     )
     status.add_argument("--json", action="store_true", help="print the raw JSON instead")
+    _add_read_token(status, env)
     _add_url(status, env)
+
+    salvage = sub.add_parser(
+        "salvage-log",
+        help="recover a damaged replica.log",
+        description="Recover the replica.log of a stopped node that refuses to start because"
+        " the log is damaged before intact records: keep every intact record, skip the damaged"
+        " ones (their content is lost on this node; peers may still have it), keep the"
+        " damaged file as replica.log.damaged and write a clean log.",
+    )
+    salvage.add_argument(
+        "--data-dir",
+        metavar="D",
+        type=Path,
+        default=_DEFAULTS.data_dir,
+        help="the node's data dir; the node must not be running (default: %(default)s)",
+    )
     return parser
 
 
@@ -459,6 +520,10 @@ def config_from_args(ns: argparse.Namespace, environ: Mapping[str, str] | None =
         tls_ca=ns.tls_ca,
         token=ns.token,
         call_token=ns.call_token,
+        read_token=ns.read_token,
+        header_timeout=ns.header_timeout,
+        body_timeout=ns.body_timeout,
+        max_client_conns=ns.max_client_conns,
         redis_urls=tuple(ns.redis_url),
         pool_size=ns.pool_size,
         max_instances=ns.max_instances,
@@ -550,6 +615,7 @@ async def serve(
 
     from .api import create_app
     from .cluster import Cluster
+    from .conns import GuardedRunner
     from .node import Node
 
     if tls is None:
@@ -562,8 +628,14 @@ async def serve(
     async with Node(config) as node:
         # handler_cancellation: a client that goes away cancels its call (the guest stops at
         # the next tick and its instance is dropped) instead of running it to the end.
-        runner = web.AppRunner(
-            create_app(node), access_log=None, shutdown_timeout=10.0, handler_cancellation=True
+        runner = GuardedRunner(
+            create_app(node),
+            header_timeout=config.header_timeout,
+            max_client_conns=config.max_client_conns,
+            keepalive_timeout=KEEPALIVE_TIMEOUT,
+            access_log=None,
+            shutdown_timeout=10.0,
+            handler_cancellation=True,
         )
         await runner.setup()
         try:
@@ -653,10 +725,38 @@ def _run(ns: argparse.Namespace) -> int:
         return asyncio.run(serve(config, tls=tls))
     except KeyboardInterrupt:
         return 130
+    except DataDirError as e:
+        log.error("cannot start: %s", e)
+        return 2
     except (AssemblexError, OSError) as e:
         # The node refused to start (data dir not writable, bad configuration, ...).
         log.error("cannot start: %s", e.message if isinstance(e, AssemblexError) else e)
         return 1
+
+
+def _salvage_log(data_dir: Path) -> int:
+    import crdt
+
+    setup_logging("text")
+    path = data_dir / "replica.log"
+    try:
+        node_id = (data_dir / "node_id").read_text().strip()
+        if not path.is_file():
+            raise FileNotFoundError(f"no {path}")
+        replica = crdt.Replica(node_id, path, salvage=True)
+    except (OSError, crdt.Error) as e:
+        print(f"assemblexd salvage-log: error: {e}", file=sys.stderr)
+        return 2
+    replica.close()
+    if not replica.salvaged:
+        print(f"{path} has no damage before intact records: nothing to salvage")
+        return 0
+    spans = ", ".join(f"{a}-{b - 1}" for a, b in replica.salvaged)
+    print(
+        f"salvaged {path}: kept every intact record, skipped damaged bytes {spans};"
+        f" the damaged file is kept as {replica.damaged_copy}"
+    )
+    return 0
 
 
 # -- client commands -----------------------------------------------------------------------------
@@ -682,10 +782,10 @@ async def _client_command(ns: argparse.Namespace) -> int:
             sys.stdout.buffer.write(out)
             sys.stdout.buffer.flush()
         elif ns.command == "apps" and ns.app is not None:
-            rec = await client.app(ns.app)
+            rec = await client.app(ns.app, token=ns.read_token)
             print(_format_apps([rec, *rec.get("history", [])], current=True))
         elif ns.command == "apps":
-            print(_format_apps(await client.apps()))
+            print(_format_apps(await client.apps(token=ns.read_token)))
         elif ns.command == "rollback":
             rec = await client.rollback(ns.app, token=ns.token)
             print(
@@ -696,7 +796,7 @@ async def _client_command(ns: argparse.Namespace) -> int:
             await client.undeploy(ns.app, token=ns.token)
             print(f"undeployed {ns.app}")
         elif ns.command == "status":
-            data = await client.status()
+            data = await client.status(token=ns.read_token)
             print(json.dumps(data, indent=2) if ns.json else _format_status(data))
     return 0
 
@@ -885,6 +985,8 @@ def main(argv: list[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 2
     if ns.command == "run":
         return _run(ns)
+    if ns.command == "salvage-log":
+        return _salvage_log(ns.data_dir)
     try:
         return asyncio.run(_client_command(ns))
     except ClientError as e:

@@ -7,32 +7,54 @@ request, call one ``Node`` method and shape the answer. Every ``AssemblexError``
 
 Bodies are read as streams against their own limit (``max_upload_mib`` for modules,
 ``max_payload_mib`` for call payloads): a request whose ``Content-Length`` is over the limit is
-refused before its body is read, and a chunked one as soon as it passes the limit.
+refused before its body is read, and a chunked one as soon as it passes the limit. A body must
+arrive within ``body_timeout`` (408, and the connection is closed); headers have their own
+deadline (``conns.py``).
+
+Reads (``/status``, ``/apps``, ``/metrics``) need the read token when the node has one (the
+deploy token is accepted too, as a bearer token or as the password of HTTP Basic, which a
+browser asks for). Without a token, ``/status`` is the anonymous view: node ids replaced by
+aliases, and no URL or address of any node, which is what a client needs to dial a peer.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
+import contextlib
 import functools
+import hashlib
 import hmac
 import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import BodyPartReader
 
+from . import conns
 from .auth import BlobGuard
 from .config import MIB
-from .errors import AssemblexError, BadRequest, Overloaded, PayloadTooLarge, Unauthorized
+from .errors import (
+    AssemblexError,
+    BadRequest,
+    InvalidModule,
+    Overloaded,
+    PayloadTooLarge,
+    RequestTimeout,
+    Unauthorized,
+)
 from .node import Node
 from .openapi import spec
 
-__all__ = ["NAME_RE", "NODE", "create_app", "error_middleware"]
+__all__ = ["NAME_RE", "NODE", "connection_middleware", "create_app", "error_middleware"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +73,9 @@ _MAX_FIELD = 4096
 _MULTIPART_SLACK = 64 * 1024
 """Room for multipart headers and text fields on top of the module itself."""
 _WASM_TYPES = frozenset({"application/wasm", "application/octet-stream"})
+_WASM_MAGIC = b"\0asm"
+_BEARER = 'Bearer realm="assemblex"'
+_ALIAS_SALT = b"assemblex status alias\0"
 _IDENTITY_ENCODINGS = frozenset({"", "binary", "7bit", "8bit"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -84,8 +109,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if isinstance(e, Overloaded):
             headers["Retry-After"] = str(e.retry_after)
         elif isinstance(e, Unauthorized):
-            headers["WWW-Authenticate"] = 'Bearer realm="assemblex"'
-        return _error(e.status, e.code, e.message, headers)
+            headers["WWW-Authenticate"] = getattr(e, "challenge", _BEARER)
+        resp = _error(e.status, e.code, e.message, headers)
+        if isinstance(e, RequestTimeout):
+            resp.force_close()  # the rest of the body may still come: do not read it
+        return resp
     except web.HTTPException as e:
         if e.status < 400:
             raise
@@ -106,6 +134,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return _error(500, "internal", "internal server error (see the node's log)")
 
 
+@web.middleware
+async def connection_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Tell the connection guard (``conns.py``) when a request's headers are in, and when it
+    is answered: the header deadline stops and starts again there."""
+    conns.request_started(request.transport)
+    try:
+        return await handler(request)
+    finally:
+        conns.request_finished(request.transport)
+
+
 # -- helpers ------------------------------------------------------------------------------------
 
 
@@ -124,9 +163,101 @@ def _check_token(request: web.Request, token: str | None = None) -> None:
         raise Unauthorized("wrong token")
 
 
+class _ReadUnauthorized(Unauthorized):
+    """A guarded read without the read token; a browser is asked for it (HTTP Basic)."""
+
+    def __init__(self, message: str, *, browser: bool) -> None:
+        super().__init__(message)
+        basic = 'Basic realm="assemblex", charset="UTF-8"'
+        # A browser takes the first scheme it knows: Basic alone, so that it prompts.
+        self.challenge = basic if browser else f"{_BEARER}, {basic}"
+
+
+def _given_token(request: web.Request) -> str | None:
+    """The token a request carries: a bearer token, or the password of HTTP Basic."""
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    given = given.strip()
+    if scheme.lower() == "basic":
+        try:
+            given = base64.b64decode(given, validate=True).decode("utf-8").partition(":")[2]
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+    elif scheme.lower() != "bearer":
+        return None
+    return given or None
+
+
+def _check_read(request: web.Request) -> bool:
+    """Whether the client proved the read or the deploy token (and may see peers' addresses).
+
+    Raises:
+        Unauthorized: the node has a read token and the client did not prove it.
+    """
+    config = _node(request).config
+    given = _given_token(request)
+    proved = given is not None and any(
+        hmac.compare_digest(given.encode(), t.encode())
+        for t in (config.read_token, config.token)
+        if t
+    )
+    if config.read_token and not proved:
+        raise _ReadUnauthorized(
+            "this node requires its read token: 'Authorization: Bearer <token>'"
+            if given is None
+            else "wrong token",
+            browser=_prefers_html(request.headers.get("Accept", "")),
+        )
+    return proved
+
+
+def _anonymous(data: dict[str, Any], cluster_key: str | None) -> dict[str, Any]:
+    """``/status`` without what a client needs to dial a peer: every node id is replaced by
+    an alias and every URL and address is left out. An alias is an HMAC of the id under the
+    cluster key, so every node of a cluster shows the same alias for a node and the graph
+    still links up, while nobody without the key can tell the id."""
+    key = _ALIAS_SALT + (cluster_key or "").encode()
+
+    def alias(node_id: Any) -> str:
+        return "~" + hmac.new(key, str(node_id).encode(), hashlib.sha256).hexdigest()[:16]
+
+    def node(m: Any) -> Any:
+        if not isinstance(m, dict):
+            return alias(m)
+        out = {k: v for k, v in m.items() if k not in ("url", "address")}
+        if "id" in m:
+            out["id"] = alias(m["id"])
+        if isinstance(m.get("active"), list):
+            out["active"] = [node(p) for p in m["active"]]
+        return out
+
+    return {
+        **data,
+        "node": node(data.get("node", {})),
+        "active": [node(p) for p in data.get("active", [])],
+        "passive": [node(p) for p in data.get("passive", [])],
+        "members": [node(m) for m in data.get("members", [])],
+    }
+
+
+def _size(limit: int) -> str:
+    """A limit as people state it: whole MiB, or bytes below one MiB."""
+    return f"{limit // MIB} MiB" if limit >= MIB else f"{limit:,} bytes"
+
+
+@contextlib.asynccontextmanager
+async def _body_deadline(request: web.Request) -> AsyncIterator[None]:
+    """Bound the reading of a request's body by ``body_timeout`` (408 past it)."""
+    timeout = _node(request).config.body_timeout
+    try:
+        async with asyncio.timeout(timeout if timeout > 0 else None):
+            yield
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {timeout:g} s") from None
+
+
 def _check_length(request: web.Request, limit: int, what: str) -> None:
     if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"{what} is over the limit of {limit // MIB} MiB")
+        raise PayloadTooLarge(f"{what} is over the limit of {_size(limit)}")
 
 
 async def _read_limited(
@@ -137,7 +268,7 @@ async def _read_limited(
     while chunk := await read_chunk(_CHUNK):
         buf += chunk
         if len(buf) > limit:
-            raise PayloadTooLarge(f"{what} is over the limit of {limit // MIB} MiB")
+            raise PayloadTooLarge(f"{what} is over the limit of {_size(limit)}")
     return bytes(buf)
 
 
@@ -218,13 +349,15 @@ async def deploy(request: web.Request) -> web.Response:
     _check_length(request, limit + _MULTIPART_SLACK, "module")
     if request.content_type == "multipart/form-data":
         try:
-            wasm, name, caps = await _read_multipart(request, limit)
+            async with _body_deadline(request):
+                wasm, name, caps = await _read_multipart(request, limit)
         except (ValueError, AssertionError, RuntimeError, HttpProcessingError) as e:
             # aiohttp's multipart parser reports a malformed body with these.
             detail = (e.message if isinstance(e, HttpProcessingError) else str(e)).strip()
             raise BadRequest(f"malformed multipart body: {detail or type(e).__name__}") from None
     elif request.content_type in _WASM_TYPES:
-        wasm = await _read_limited(request.content.read, limit, "module")
+        async with _body_deadline(request):
+            wasm = await _read_limited(request.content.read, limit, "module")
         name = request.query.get("name")
         caps = request.query.get("capabilities")
     else:
@@ -234,6 +367,12 @@ async def deploy(request: web.Request) -> web.Response:
         )
     if not wasm:
         raise BadRequest("empty upload: the module has no bytes")
+    if not wasm.startswith(_WASM_MAGIC):
+        # wasmtime would also parse WebAssembly text; deploys take the binary format only.
+        raise InvalidModule(
+            "not a WebAssembly binary module (it does not start with \\0asm); compile"
+            " WebAssembly text to binary first (e.g. wat2wasm)"
+        )
     rec = await node.deploy(_check_name(name), wasm, _parse_capabilities(caps))
     return web.json_response(
         {"name": rec.name, "version": rec.version, "sha256": rec.sha256, "size": rec.size},
@@ -247,7 +386,8 @@ async def call(request: web.Request) -> web.Response:
         _check_token(request, node.config.call_token)
     limit = node.config.max_payload_mib * MIB
     _check_length(request, limit, "payload")
-    payload = await _read_limited(request.content.read, limit, "payload")
+    async with _body_deadline(request):
+        payload = await _read_limited(request.content.read, limit, "payload")
     result = await node.call(
         request.match_info["app"], request.match_info.get("op", "main"), payload
     )
@@ -255,10 +395,12 @@ async def call(request: web.Request) -> web.Response:
 
 
 async def list_apps(request: web.Request) -> web.Response:
+    _check_read(request)
     return web.json_response([rec.to_json() for rec in _node(request).apps()])
 
 
 async def show_app(request: web.Request) -> web.Response:
+    _check_read(request)
     return web.json_response(_node(request).app(request.match_info["app"]).to_json())
 
 
@@ -309,7 +451,10 @@ def _status_page() -> str:
 
 
 async def status(request: web.Request) -> web.Response:
-    data = _node(request).status()
+    node = _node(request)
+    data = node.status()
+    if not _check_read(request):
+        data = _anonymous(data, node.config.cluster_key)
     if not _prefers_html(request.headers.get("Accept", "")):
         return web.json_response(data)
     # No "<" at all inside the <script> element the JSON sits in ("</script>", "<!--").
@@ -331,6 +476,7 @@ async def blob(request: web.Request) -> web.FileResponse:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    _check_read(request)
     return web.Response(
         body=_node(request).metrics_text(),
         headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
@@ -363,7 +509,9 @@ def create_app(node: Node) -> web.Application:
     # aiohttp's own cap applies to bodies read whole; the handlers stream against the
     # precise limits, so this only needs to be at least the largest of them.
     max_body = max(config.max_upload_mib * MIB + _MULTIPART_SLACK, config.max_payload_mib * MIB)
-    app = web.Application(middlewares=[error_middleware], client_max_size=max_body)
+    app = web.Application(
+        middlewares=[connection_middleware, error_middleware], client_max_size=max_body
+    )
     app[NODE] = node
     if config.cluster_key:
         app[BLOB_GUARD] = BlobGuard(node.id, config.cluster_key, config.accepted_cluster_keys)

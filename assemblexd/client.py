@@ -161,14 +161,17 @@ class Client:
         )
         return body
 
-    async def apps(self) -> list[dict[str, Any]]:
-        """Records of every deployed app."""
-        result: list[dict[str, Any]] = await self._json("GET", "/apps")
+    async def apps(self, *, token: str | None = None) -> list[dict[str, Any]]:
+        """Records of every deployed app. ``token``: the read token, where the node requires
+        one."""
+        result: list[dict[str, Any]] = await self._json("GET", "/apps", headers=_auth(token))
         return result
 
-    async def app(self, name: str) -> dict[str, Any]:
-        """Record of one app."""
-        result: dict[str, Any] = await self._json("GET", f"/apps/{_seg(name)}")
+    async def app(self, name: str, *, token: str | None = None) -> dict[str, Any]:
+        """Record of one app. ``token``: the read token, where the node requires one."""
+        result: dict[str, Any] = await self._json(
+            "GET", f"/apps/{_seg(name)}", headers=_auth(token)
+        )
         return result
 
     async def undeploy(self, name: str, *, token: str | None = None) -> None:
@@ -182,10 +185,11 @@ class Client:
         )
         return result
 
-    async def status(self) -> dict[str, Any]:
-        """The node's ``/status`` JSON."""
+    async def status(self, *, token: str | None = None) -> dict[str, Any]:
+        """The node's ``/status`` JSON. ``token``: the read (or deploy) token; without it the
+        node may refuse, or answer its anonymous view (no peer ids or addresses)."""
         result: dict[str, Any] = await self._json(
-            "GET", "/status", headers={"Accept": "application/json"}
+            "GET", "/status", headers={"Accept": "application/json", **_auth(token)}
         )
         return result
 

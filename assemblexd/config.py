@@ -63,6 +63,15 @@ class Config:
     """Bearer token required for deploy, undeploy and rollback; None leaves them open."""
     call_token: str | None = None
     """Bearer token required for calls; None leaves them open."""
+    read_token: str | None = None
+    """Bearer token required to read ``/status``, ``/apps`` and ``/metrics`` (the deploy token
+    is accepted too); None leaves them open, without peers' ids and addresses."""
+    header_timeout: float = 10.0
+    """Seconds from the first byte of a request to the end of its headers; 0: no limit."""
+    body_timeout: float = 60.0
+    """Seconds from a request's headers to the end of its body (a deploy or call); 0: none."""
+    max_client_conns: int = 128
+    """Open connections per client IP address; past it a new one gets 503. 0: no cap."""
     redis_urls: tuple[tuple[str, str], ...] = ()
     """Redis connections of the ``redis`` namespace as (binding, url); binding "" is the default."""
     pool_size: int = 16

@@ -11,12 +11,14 @@ __all__ = [
     "AssemblexError",
     "BadRequest",
     "CallTimeout",
+    "DataDirError",
     "GuestError",
     "HostError",
     "InvalidModule",
     "NotFound",
     "Overloaded",
     "PayloadTooLarge",
+    "RequestTimeout",
     "Unauthorized",
     "UnknownApp",
 ]
@@ -70,6 +72,13 @@ class UnknownApp(NotFound):
         self.name = name
 
 
+class RequestTimeout(AssemblexError):
+    """A request's body did not arrive within the body timeout (a slow or stalled client)."""
+
+    status = 408
+    code = "request_timeout"
+
+
 class PayloadTooLarge(AssemblexError):
     """An upload or payload is over its configured limit."""
 
@@ -97,6 +106,11 @@ class CallTimeout(AssemblexError):
 
     status = 504
     code = "timeout"
+
+
+class DataDirError(Exception):
+    """The data dir cannot be used as it is (a damaged log, another node's log, a file where
+    a directory should be): the node does not start, and nothing in it was changed."""
 
 
 class HostError(Exception):

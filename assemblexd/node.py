@@ -29,6 +29,7 @@ from .config import MIB, Config
 from .errors import (
     BadRequest,
     CallTimeout,
+    DataDirError,
     GuestError,
     InvalidModule,
     NotFound,
@@ -105,8 +106,11 @@ class Node:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.storage = Storage(Path(config.data_dir))
-        self.id = self._node_id()
+        try:
+            self.storage = Storage(Path(config.data_dir))
+            self.id = self._node_id()
+        except OSError as exc:  # not a directory, not writable, node_id unreadable...
+            raise DataDirError(f"data dir {config.data_dir}: {exc}") from exc
         self.name = config.node_name
         self.url = config.url
         """The URL peers and clients reach this node at (the server sets the real port)."""
@@ -159,7 +163,11 @@ class Node:
             loop_slice=tick,
             max_host_calls=self.config.max_host_calls,
         )
-        self._replica = crdt.Replica(self.id, Path(self.config.data_dir) / "replica.log")
+        try:
+            self._replica = self._open_replica()
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
         self._registry = Registry(self._replica, self.name)
         self._kv_quota = KVQuota(
             self._replica, self.config.max_kv_mib * MIB, self.config.max_kv_keys
@@ -201,6 +209,26 @@ class Node:
             self._engine.close()
         if self._replica is not None:
             self._replica.close()
+
+    def _open_replica(self) -> crdt.Replica:
+        """The replicated store of the data dir. Raises DataDirError."""
+        path = Path(self.config.data_dir) / "replica.log"
+        if not path.exists() and any(self.storage.blobs_dir.iterdir()):
+            # Blobs without a log: the log was lost or moved, not a first start.
+            log.warning(
+                "%s has module blobs but no replica.log: starting with an empty store"
+                " (apps come back only from peers)",
+                self.config.data_dir,
+            )
+        try:
+            return crdt.Replica(self.id, path)
+        except crdt.DamagedLogError as exc:
+            raise DataDirError(
+                f"{exc}: restore it from a backup, or recover its intact records with"
+                f" 'assemblexd salvage-log --data-dir {self.config.data_dir}'"
+            ) from exc
+        except crdt.Error as exc:  # another node's log, a bad header, a bad node_id
+            raise DataDirError(str(exc)) from exc
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         assert self._group is not None

@@ -39,7 +39,7 @@ def _call(op: bool) -> dict[str, Any]:
         "requestBody": {"required": False, "content": _BYTES},
         "responses": {
             "200": {"description": "The guest's response", "content": _BYTES},
-            **_errors(401, 404, 413, 500, 503, 504),
+            **_errors(401, 404, 408, 413, 500, 503, 504),
         },
     }
     return {
@@ -80,7 +80,7 @@ def spec() -> dict[str, Any]:
                     },
                     "responses": {
                         "201": _json("Deployed", "Deployed"),
-                        **_errors(400, 401, 413),
+                        **_errors(400, 401, 408, 413),
                     },
                 }
             },
@@ -100,7 +100,8 @@ def spec() -> dict[str, Any]:
                                     }
                                 }
                             },
-                        }
+                        },
+                        **_errors(401),
                     },
                 }
             },
@@ -108,7 +109,7 @@ def spec() -> dict[str, Any]:
                 "get": {
                     "summary": "One app",
                     "parameters": [_APP],
-                    "responses": {"200": _json("App", "The app"), **_errors(404)},
+                    "responses": {"200": _json("App", "The app"), **_errors(401, 404)},
                 },
                 "delete": {
                     "summary": "Undeploy, cluster-wide",
@@ -129,6 +130,9 @@ def spec() -> dict[str, Any]:
             "/status": {
                 "get": {
                     "summary": "This node, its views, the members it knows, the apps",
+                    "description": "Without the read or deploy token: node ids are aliases"
+                    " and no URL or address is shown. 401 when the node has a read token"
+                    " and the request does not prove it.",
                     "responses": {
                         "200": {
                             "description": "JSON, or an HTML page that draws the graph",
@@ -138,7 +142,8 @@ def spec() -> dict[str, Any]:
                                 },
                                 "text/html": {"schema": {"type": "string"}},
                             },
-                        }
+                        },
+                        **_errors(401),
                     },
                 }
             },
@@ -162,7 +167,8 @@ def spec() -> dict[str, Any]:
                         "200": {
                             "description": "Prometheus text",
                             "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
+                        },
+                        **_errors(401),
                     },
                 }
             },

@@ -22,7 +22,8 @@ another wasmtime version go at once. The file's mtime is the blob's "last used" 
 collector's check-then-unlink of one blob hold the same lock. So a blob that is stored or
 loaded while a collection runs is either refreshed before the collector looks at it (young:
 kept) or removed before it is used (``put_blob`` writes it again; ``load_blob`` raises
-NotFound and the node fetches it from a peer), never removed within the grace period after a
+NotFound and the node fetches it from a peer, as it does for a blob whose bytes no longer
+match their hash), never removed within the grace period after a
 use that succeeded. The grace period covers a deploy or fetch between storing its blob and
 writing (or receiving) the record that names it; a grace of 0 gives up that cover (tests).
 """
@@ -155,7 +156,14 @@ class Storage:
 
     def load_blob(self, sha256: str) -> bytes:
         """Bytes of a stored blob about to be run: as ``read_blob``, and the blob's mtime is
-        refreshed first, so the collector keeps it for another grace period. Raises NotFound.
+        refreshed first, so the collector keeps it for another grace period.
+
+        The bytes are checked against their hash: a blob changed on disk (a failing disk, a
+        stray write, tampering) is removed and NotFound raised, so that the node fetches the
+        module again from a peer instead of running other bytes than the record names.
+
+        Raises:
+            NotFound: not stored, or removed because its bytes did not match.
         """
         path = self.blob_path(sha256)
         if path is None:
@@ -165,7 +173,16 @@ class Storage:
                 os.utime(path)
             except FileNotFoundError:
                 raise NotFound(f"no blob {sha256!r}") from None
-        return self.read_blob(sha256)
+        data = self.read_blob(sha256)
+        if hashlib.sha256(data).hexdigest() != sha256:
+            log.warning(
+                "blob %s does not match its sha256 (changed on disk): removed, to be fetched again",
+                sha256,
+            )
+            with self._lock, contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            raise NotFound(f"blob {sha256!r} was damaged on disk and removed")
+        return data
 
     def read_blob(self, sha256: str) -> bytes:
         """Bytes of a stored blob. Raises NotFound."""

@@ -14,7 +14,7 @@ drives it, and ``SyncNode`` its asyncio adapter (give it a ``send`` and the peer
 from __future__ import annotations
 
 from ._asyncio import SyncNode
-from ._errors import ClosedError, Error, LocalError, RemoteError, StorageError
+from ._errors import ClosedError, DamagedLogError, Error, LocalError, RemoteError, StorageError
 from ._messages import Message, Push, SyncRequest, SyncResponse
 from ._replica import Changes, Replica
 from ._sync import AntiEntropy, SyncConfig, SyncStore
@@ -26,6 +26,7 @@ __all__ = [
     "AntiEntropy",
     "Changes",
     "ClosedError",
+    "DamagedLogError",
     "DeltaChunk",
     "Error",
     "GCounter",

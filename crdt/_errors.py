@@ -8,7 +8,7 @@ means the on-disk state cannot be used as it is.
 
 from __future__ import annotations
 
-__all__ = ["ClosedError", "Error", "LocalError", "RemoteError", "StorageError"]
+__all__ = ["ClosedError", "DamagedLogError", "Error", "LocalError", "RemoteError", "StorageError"]
 
 
 class Error(Exception):
@@ -35,3 +35,11 @@ class RemoteError(Error):
 
 class StorageError(Error):
     """The store's file cannot be used: another node's file, a bad header, a failed write."""
+
+
+class DamagedLogError(StorageError):
+    """The log is damaged before its last record, where no crash can have torn it.
+
+    Records the node acknowledged follow the damage, so nothing is cut: the file is left as
+    it is, for the operator to restore from a backup or to set aside.
+    """

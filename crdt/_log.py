@@ -12,9 +12,12 @@ durable writes per second than appending on ext4 here). A run of zeros where a r
 would start is the clean end of the log.
 
 Recovery reads records until the clean end or the first record whose length or checksum is
-wrong (a torn or corrupt tail); from there on the file is zeroed and fsynced, so that what is
-written next is never followed by stale bytes that could parse as records. A crash can tear
-only writes that were never acknowledged.
+wrong. A crash can tear only writes that were never acknowledged, and each ``fdatasync``
+covers every byte before it, so a torn write is always at the tail: if no intact record
+follows the bad one, it is a torn tail, and from there on the file is zeroed and fsynced, so
+that what is written next is never followed by stale bytes that could parse as records. If
+an intact record does follow (bit rot, a stray write, tampering), records that were
+acknowledged would be lost: the file is left untouched and :class:`DamagedLogError` raised.
 
 Group commit: ``append`` only queues a framed record (under the replica's lock, which orders
 records like the state changes); ``sync`` makes one caller the leader, which writes every
@@ -31,12 +34,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import struct
 import threading
 import zlib
 from collections.abc import Iterable
 
-from ._errors import ClosedError, StorageError
+from ._errors import ClosedError, DamagedLogError, StorageError
 
 __all__ = ["Log"]
 
@@ -48,6 +52,17 @@ _HEAD_LEN = struct.Struct(">H")
 _CRC = struct.Struct(">I")
 _ALLOC_STEP = 1 << 20
 _ZEROS = bytes(1 << 16)
+_NONZERO = re.compile(rb"[^\x00]")
+_SHORT = 1 << 16
+"""Candidates up to this length are always checksummed by the search for intact records."""
+
+
+def _clean_follow(data: bytes, pos: int, max_record: int) -> bool:
+    """Whether what follows a record ending at ``pos`` could be the clean end or a frame."""
+    if pos + 4 > len(data):
+        return not any(data[pos:])
+    length: int = struct.unpack_from(">I", data, pos)[0]
+    return length == 0 or (length <= max_record and pos + _FRAME.size + length <= len(data))
 
 
 def _header(node_id: str) -> bytes:
@@ -130,10 +145,19 @@ class Log:
         self._closed = False
         self.base = pos
         """Size of the log right after it was opened or compacted."""
+        self.salvaged: list[tuple[int, int]] = []
+        """Byte spans ``[start, stop)`` that ``open(salvage=True)`` skipped as damaged."""
 
     @classmethod
-    def open(cls, path: str, node_id: str, max_record: int) -> tuple[Log, list[tuple[int, bytes]]]:
+    def open(
+        cls, path: str, node_id: str, max_record: int, *, salvage: bool = False
+    ) -> tuple[Log, list[tuple[int, bytes]]]:
         """Open (or create) the log at ``path`` for ``node_id``.
+
+        Args:
+            salvage: on damage followed by intact records, skip the damaged spans and return
+                every intact record (listed in :attr:`salvaged`); the caller must then
+                :meth:`keep_copy` and :meth:`rewrite` the log before writing to it.
 
         Returns:
             The log, and its records as ``(offset, payload)`` to replay in order. A record
@@ -141,6 +165,8 @@ class Log:
 
         Raises:
             StorageError: the file belongs to another node or its header is damaged.
+            DamagedLogError: a bad record is followed by intact ones (file left unchanged),
+                unless ``salvage``.
         """
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path + ".compact")  # an interrupted compaction; the log is intact
@@ -153,9 +179,31 @@ class Log:
             data = os.pread(fd, size, 0)
             start = cls._check_header(path, data, node_id)
             records, end = cls._scan(data, start, max_record)
+            salvaged: list[tuple[int, int]] = []
+            while salvage and data.count(0, end) != len(data) - end:
+                after = cls._find_record(data, end + 1, max_record)
+                if after is None:
+                    break  # a torn tail: cut below, as without salvage
+                salvaged.append((end, after))
+                more, end = cls._scan(data, after, max_record)
+                records.extend(more)
+            if data.count(0, end) != len(data) - end and not salvaged:
+                after = cls._find_record(data, end + 1, max_record)
+                if after is not None:
+                    # Not a torn write: a crash tears only what was never synced, and each
+                    # sync covers every byte before it. Cutting here would drop records that
+                    # were acknowledged, so the file is left as it is for the operator.
+                    raise DamagedLogError(
+                        f"{path}: damaged record at byte {end} followed by intact records"
+                        f" (the first at byte {after}); the file is left unchanged"
+                    )
             self = cls(path, node_id, fd, end, size)
-            if data.count(0, end) != len(data) - end:
-                log.warning("crdt log %s: corrupt or torn tail at byte %d, discarded", path, end)
+            self.salvaged = salvaged
+            if salvaged:
+                for first, stop in salvaged:
+                    log.warning("crdt log %s: bytes %d-%d damaged, skipped", path, first, stop - 1)
+            elif data.count(0, end) != len(data) - end:
+                log.warning("crdt log %s: torn tail at byte %d (last record), discarded", path, end)
                 self.discard_from(end)
             return self, records
         except BaseException:
@@ -192,10 +240,56 @@ class Log:
             pos = start + length
         return records, pos
 
+    @staticmethod
+    def _find_record(data: bytes, pos: int, max_record: int) -> int | None:
+        """Offset of the first intact record (checksum right) at or after ``pos``, or None.
+
+        Tries every offset: the damage may have hit a length field, so record boundaries
+        after it are unknown. Runs of zeros are skipped (a record's length is never 0), and a
+        long candidate is checksummed only if a plausible frame or the clean end follows it,
+        which keeps a search through random bytes from hashing megabytes at each offset.
+        """
+        size = len(data)
+        view = memoryview(data)
+        while pos + _FRAME.size <= size:
+            if not any(view[pos : pos + 4]):
+                found = _NONZERO.search(data, pos + 4)
+                pos = max(pos + 1, (found.start() if found else size) - 3)
+                continue
+            length, crc = _FRAME.unpack_from(data, pos)
+            start = pos + _FRAME.size
+            stop = start + length
+            if (
+                length <= max_record
+                and stop <= size
+                and (length <= _SHORT or _clean_follow(data, stop, max_record))
+                and zlib.crc32(view[start:stop]) == crc
+            ):
+                return pos
+            pos += 1
+        return None
+
     @property
     def size(self) -> int:
         """Bytes of header and records written or queued so far."""
         return self._pos + sum(map(len, self._pending))
+
+    def keep_copy(self) -> str:
+        """Keep the file as it is now under another name (``<path>.damaged``, or with a
+        number), for the operator; a later :meth:`rewrite` replaces ``path`` only.
+
+        Returns:
+            The name of the copy (a hard link, so it costs no space while the log is kept).
+        """
+        for n in range(1000):
+            name = f"{self.path}.damaged" + (f".{n}" if n else "")
+            try:
+                os.link(self.path, name)
+            except FileExistsError:
+                continue
+            _fsync_dir(self.path)
+            return name
+        raise StorageError(f"{self.path}: 1000 damaged copies kept already")
 
     def discard_from(self, offset: int) -> None:
         """Zero the file from ``offset`` on and write the next record there (at open only)."""

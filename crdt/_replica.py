@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import NamedTuple
 
 from ._codec import decode_delta, decode_digest, encode_delta, encode_digest
-from ._errors import ClosedError, LocalError, RemoteError, StorageError
+from ._errors import ClosedError, DamagedLogError, LocalError, RemoteError, StorageError
 from ._log import Log
 from ._state import State
 from ._types import DEFAULT_LIMITS, Delta, DeltaChunk, GCounter, Limits
@@ -83,9 +83,15 @@ class Replica:
         path: the log file; ``None`` keeps everything in memory.
         clock: wall time in seconds (``time.time``); a simulator passes its own.
         limits: size limits for keys, values and what peers send.
+        salvage: if the log is damaged before intact records, skip the damaged spans, keep
+            every intact record, keep the damaged file as ``<path>.damaged`` and write a new
+            log (see ``salvaged``). What the damaged records held is lost here (peers may still
+            have it). Without it such a log raises :class:`DamagedLogError`.
 
     Raises:
         StorageError: ``path`` belongs to another node or cannot be used.
+        DamagedLogError: ``path`` is damaged before its last record (and left unchanged),
+            unless ``salvage``.
     """
 
     def __init__(
@@ -95,6 +101,7 @@ class Replica:
         *,
         clock: Callable[[], float] = time.time,
         limits: Limits = DEFAULT_LIMITS,
+        salvage: bool = False,
     ) -> None:
         limits.check_node_id(node_id)
         self._limits = limits
@@ -106,26 +113,53 @@ class Replica:
         self._feeds: set[Changes] = set()
         self._closed = False
         self._log: Log | None = None
+        self.salvaged: list[tuple[int, int]] = []
+        """Byte spans of the log that ``salvage`` skipped as damaged (empty if none)."""
+        self.damaged_copy: str | None = None
+        """Where ``salvage`` kept the damaged log as it was, if it had to."""
         if path is not None:
-            self._log = self._open(os.fspath(path))
+            self._log = self._open(os.fspath(path), salvage)
 
-    def _open(self, path: str) -> Log:
+    def _open(self, path: str, salvage: bool) -> Log:
         try:
-            log_, records = Log.open(path, self._state.node_id, _REPLAY_LIMITS.max_delta_bytes)
+            log_, records = Log.open(
+                path, self._state.node_id, _REPLAY_LIMITS.max_delta_bytes, salvage=salvage
+            )
         except OSError as exc:
             raise StorageError(f"cannot open crdt log {path}: {exc}") from exc
+        self.salvaged = list(log_.salvaged)
         replayed = 0
-        for offset, payload in records:
+        for i, (offset, payload) in enumerate(records):
             try:
                 delta = decode_delta(payload, _REPLAY_LIMITS)
             except RemoteError as exc:
-                log.warning("crdt log %s: bad record at byte %d (%s), cut", path, offset, exc)
+                if salvage and (self.salvaged or i + 1 < len(records)):
+                    log.warning("crdt log %s: bad record at %d (%s), skipped", path, offset, exc)
+                    self.salvaged.append((offset, offset + 8 + len(payload)))
+                    continue
+                if i + 1 < len(records):
+                    # Records after it were acknowledged: cutting would lose them.
+                    log_.close()
+                    raise DamagedLogError(
+                        f"{path}: undecodable record at byte {offset} ({exc}) followed by"
+                        f" {len(records) - i - 1} more; the file is left unchanged"
+                    ) from exc
+                log.warning("crdt log %s: bad last record at byte %d (%s), cut", path, offset, exc)
                 log_.discard_from(offset)
                 break
             self._state.apply(delta)
             replayed += len(delta.regs) + len(delta.ctrs)
         live = len(self._state.regs) + sum(map(len, self._state.ctrs.values()))
-        if replayed > 2 * live + _REPLAY_SLACK:
+        if self.salvaged:
+            # The damaged spans are still in the file: keep it for the operator, and write
+            # what was recovered as a new log before anything is appended.
+            try:
+                self.damaged_copy = log_.keep_copy()
+                self._compact(log_)
+            except BaseException:
+                log_.close()
+                raise
+        elif replayed > 2 * live + _REPLAY_SLACK:
             self._compact(log_)
         return log_
 

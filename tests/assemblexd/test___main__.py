@@ -81,6 +81,19 @@ def test_run_all_flags() -> None:
     )
 
 
+def test_read_token_and_slow_client_flags() -> None:
+    config = run_config(
+        "--read-token", "r", "--header-timeout", "2.5", "--body-timeout", "0",
+        "--max-client-conns", "3",
+    )  # fmt: skip
+    assert (config.read_token, config.header_timeout, config.body_timeout) == ("r", 2.5, 0.0)
+    assert config.max_client_conns == 3
+    for command in ("status", "apps"):
+        assert build_parser({}).parse_args([command, "--read-token", "t"]).read_token == "t"
+        env = {"ASSEMBLEX_READ_TOKEN": "e"}
+        assert build_parser(env).parse_args([command]).read_token == "e"
+
+
 def test_the_url_peers_are_told() -> None:
     assert run_config("--port", "4100").url == "http://127.0.0.1:4100"
     assert run_config("--host", "::1", "--port", "4100").url == "http://[::1]:4100"
@@ -176,6 +189,7 @@ def test_run_help_mentions_every_flag(capsys: pytest.CaptureFixture[str]) -> Non
         "--call-timeout", "--call-wall-timeout", "--max-memory", "--max-upload",
         "--max-payload", "--log-format", "--tls-cert", "--tls-key", "--tls-ca",
         "--idle-timeout", "--max-kv", "--max-kv-keys", "--guest-log-rate",
+        "--read-token", "--header-timeout", "--body-timeout", "--max-client-conns",
     ):  # fmt: skip
         assert flag in out
     assert "$PORT" in out

@@ -122,6 +122,18 @@ def test_load_blob_refreshes_the_mtime(tmp_path: Path) -> None:
         storage.load_blob("../x")
 
 
+def test_load_blob_removes_a_blob_changed_under_its_hash(tmp_path: Path) -> None:
+    storage = Storage(tmp_path)
+    sha = storage.put_blob(b"module")
+    path = tmp_path / "blobs" / sha
+    path.write_bytes(b"modulE")  # a flipped bit on disk
+    with pytest.raises(NotFound, match="damaged"):
+        storage.load_blob(sha)
+    assert not path.exists()  # so that the fetched copy is written, not the stale one kept
+    assert storage.put_blob(b"module") == sha
+    assert storage.load_blob(sha) == b"module"
+
+
 def test_collect(tmp_path: Path) -> None:
     storage = Storage(tmp_path)
     blobs, compiled = tmp_path / "blobs", storage.compiled_dir

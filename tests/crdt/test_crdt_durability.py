@@ -16,7 +16,7 @@ from crdt_sim import FakeClock, canonical, exchange
 
 import crdt._log
 import crdt._replica
-from crdt import ClosedError, Replica, StorageError
+from crdt import ClosedError, DamagedLogError, Replica, StorageError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -137,6 +137,80 @@ def test_corrupt_tail_is_skipped(tmp_path: Path, how: str) -> None:
         assert r.get("new") == b"after the repair"
         assert r.get("k0") == b"v0"
         assert len(r.keys()) == 20 - lost + 1
+
+
+@pytest.mark.parametrize("where", ["payload", "length", "checksum", "bad-payload"])
+def test_damage_before_intact_records_is_refused_and_kept(tmp_path: Path, where: str) -> None:
+    """One byte flipped in the middle of the log: the records after it were acknowledged, so
+    opening fails and the file is left byte for byte as it was (before: zeroed from there)."""
+    path = tmp_path / "a.log"
+    _write_some(path, 20)
+    start, end = _records(path)[9]
+    with open(path, "r+b") as f:
+        if where == "bad-payload":  # a valid checksum over bytes that are not a delta
+            payload = b"x" * (end - start - 8)
+            f.seek(start)
+            f.write(struct.pack(">II", len(payload), zlib.crc32(payload)) + payload)
+        else:
+            at = {"length": start + 3, "checksum": start + 5, "payload": (start + end) // 2}[where]
+            f.seek(at)
+            byte = f.read(1)[0]
+            f.seek(at)
+            f.write(bytes([byte ^ 0x10]))
+    damaged = path.read_bytes()
+    with pytest.raises(DamagedLogError, match=f"byte {start}") as info:
+        Replica("a", path)
+    assert isinstance(info.value, StorageError)
+    assert "unchanged" in str(info.value)
+    assert path.read_bytes() == damaged
+    with pytest.raises(DamagedLogError):  # and again: nothing was "repaired" meanwhile
+        Replica("a", path)
+
+
+@pytest.mark.parametrize("where", ["payload", "length", "bad-payload"])
+def test_salvage_keeps_every_intact_record_and_the_damaged_file(tmp_path: Path, where: str) -> None:
+    path = tmp_path / "a.log"
+    _write_some(path, 20)
+    records = _records(path)
+    start, end = records[9]
+    with open(path, "r+b") as f:
+        if where == "bad-payload":
+            payload = b"x" * (end - start - 8)
+            f.seek(start)
+            f.write(struct.pack(">II", len(payload), zlib.crc32(payload)) + payload)
+        else:
+            at = start + 2 if where == "length" else (start + end) // 2
+            f.seek(at)
+            byte = f.read(1)[0]
+            f.seek(at)
+            f.write(bytes([byte ^ 0x40]))
+    damaged = path.read_bytes()
+    with Replica("a", path, salvage=True) as r:
+        assert r.salvaged == [(start, end)]
+        assert r.damaged_copy == f"{path}.damaged"
+        assert sorted(r.keys()) == sorted(f"k{i}" for i in range(20) if i != 9)
+        r.set("new", b"after the salvage")
+    assert Path(f"{path}.damaged").read_bytes() == damaged  # the original, for the operator
+    with Replica("a", path) as r:  # a clean log now: opens without salvage
+        assert r.get("k19") == b"v19"
+        assert r.get("new") == b"after the salvage"
+        assert r.salvaged == []
+    with Replica("a", path, salvage=True) as r:  # nothing to salvage: nothing done
+        assert (r.salvaged, r.damaged_copy) == ([], None)
+
+
+def test_damage_in_a_long_record_before_the_last_is_refused(tmp_path: Path) -> None:
+    """A record longer than the search checksums at every offset, damaged in its length."""
+    path = tmp_path / "a.log"
+    with Replica("a", path) as r:
+        r.set("big", bytes(range(256)) * 1024)
+        r.set("after", b"acknowledged")
+    start, _ = _records(path)[0]
+    with open(path, "r+b") as f:
+        f.seek(start + 1)
+        f.write(b"\xff")
+    with pytest.raises(DamagedLogError):
+        Replica("a", path)
 
 
 WRITER = """

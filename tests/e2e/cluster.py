@@ -59,6 +59,8 @@ CONVERGE_TIMEOUT = 30.0
 is shared; the propagation itself takes well under a second."""
 POLL_INTERVAL = 0.05
 HTTP_TIMEOUT = 30.0
+READ_TOKEN = "e2e-read-token"
+"""A ``--read-token`` for clusters whose tests read peers' URLs (the anonymous view has none)."""
 
 T = TypeVar("T")
 
@@ -349,10 +351,17 @@ class Daemon:
 
     # -- HTTP -------------------------------------------------------------------------------
 
+    @property
+    def read_headers(self) -> dict[str, str]:
+        """The Authorization header of the daemon's ``--read-token``, if it has one."""
+        args = self.args
+        if "--read-token" in args[:-1]:
+            return {"Authorization": f"Bearer {args[args.index('--read-token') + 1]}"}
+        return {}
+
     def get_json(self, path: str) -> Any:
-        status, body = http(
-            "GET", self.url + path, headers={"Accept": "application/json"}, context=self.tls
-        )
+        headers = {"Accept": "application/json", **self.read_headers}
+        status, body = http("GET", self.url + path, headers=headers, context=self.tls)
         if status != 200:
             raise NodeError(f"{self.name} GET {path}: {status} {body[:300]!r}")
         return json.loads(body)

@@ -20,6 +20,7 @@ from http.client import HTTPConnection, HTTPException
 import pytest
 from cluster import (
     CONVERGE_TIMEOUT,
+    READ_TOKEN,
     Daemon,
     LocalCluster,
     NodeError,
@@ -40,7 +41,8 @@ def sha(wasm: bytes) -> str:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    local = LocalCluster(tmp_path_factory.mktemp("cluster"))
+    # The read token: the tests check the peers' URLs, which only a reader with it sees.
+    local = LocalCluster(tmp_path_factory.mktemp("cluster"), args=["--read-token", READ_TOKEN])
     try:
         local.start(NODES)
         yield local
@@ -100,7 +102,7 @@ def test_deploy_on_one_call_on_all(cluster: LocalCluster) -> None:
 
     # /metrics: the cluster side of every node. The module reached the other nodes by fetch.
     for d in nodes:
-        status, body = http("GET", f"{d.url}/metrics")
+        status, body = http("GET", f"{d.url}/metrics", headers=d.read_headers)
         assert status == 200
         samples = _samples(body.decode())
         assert samples['assemblex_membership_view{view="active"}'] >= 1, d.name
@@ -341,5 +343,5 @@ def test_undeploy_everywhere(cluster: LocalCluster) -> None:
         status, body = d.call("gone")
         assert status == 404, (d.name, body)
         assert json.loads(body)["error"] == "unknown_app"
-        assert http("GET", f"{d.url}/apps/gone")[0] == 404
+        assert http("GET", f"{d.url}/apps/gone", headers=d.read_headers)[0] == 404
         assert "gone" not in {a["name"] for a in d.get_json("/apps")}

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster import tagged_guest
+from cluster import READ_TOKEN, tagged_guest
 from helpers import REPO_ROOT, daemon_env
 
 pytestmark = pytest.mark.e2e
@@ -168,6 +168,7 @@ class Daemon:
             "--host", address, "--port", str(PORT), "--insecure",
             "--name", name, "--data-dir", str(data_dir),
             "--log-format", "json",
+            "--read-token", READ_TOKEN,  # the tests read peers' ids and URLs in /status
             *extra,
         ]  # fmt: skip
         # ip netns exec execs the command: proc.pid is the daemon itself.
@@ -212,7 +213,9 @@ class Daemon:
         self, method: str, path: str, body: bytes | None = None, content_type: str | None = None
     ) -> tuple[int, bytes]:
         def go() -> tuple[int, bytes]:
-            headers = {"Content-Type": content_type} if content_type else {}
+            headers = {"Authorization": f"Bearer {READ_TOKEN}"}
+            if content_type:
+                headers["Content-Type"] = content_type
             req = urllib.request.Request(self.url + path, body, headers, method=method)
             try:
                 with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT) as resp:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import trustme
-from cluster import Daemon, LocalCluster, http, tagged_guest, whole_cluster
+from cluster import READ_TOKEN, Daemon, LocalCluster, http, tagged_guest, whole_cluster
 from helpers import REPO_ROOT, daemon_env
 
 import membership
@@ -214,7 +214,7 @@ def test_api_and_cli_over_https(node: Daemon, pki: Pki, other_pki: Pki, tmp_path
 def cluster(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[LocalCluster]:
     local = LocalCluster(
         tmp_path_factory.mktemp("tls-cluster"),
-        args=[*pki.serve_args(), "--cluster-key", KEY],
+        args=[*pki.serve_args(), "--cluster-key", KEY, "--read-token", READ_TOKEN],
         tls=pki.context(),
     )
     try:
@@ -256,7 +256,7 @@ def test_cluster_over_tls(cluster: LocalCluster) -> None:
 
     # The other two nodes got the module by GET /blobs over https (bytes never ride the sync).
     for d in nodes:
-        status, body = http("GET", f"{d.url}/metrics", context=d.tls)
+        status, body = http("GET", f"{d.url}/metrics", headers=d.read_headers, context=d.tls)
         assert status == 200
         fetched = [
             float(line.rpartition(" ")[2])
@@ -279,7 +279,7 @@ def test_a_node_that_trusts_another_ca_stays_apart(
         tmp_path / "outsider",
         tmp_path / "outsider.log",
         join=[seed.url],
-        args=[*other_pki.serve_args(), "--cluster-key", KEY],
+        args=[*other_pki.serve_args(), "--cluster-key", KEY, "--read-token", READ_TOKEN],
         tls=other_pki.context(),
     )
     outsider.start()
