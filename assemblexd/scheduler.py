@@ -16,6 +16,8 @@ time). The scheduler decides where the next poll happens:
 * A guest that calls the host is parked: its host operation runs as an ordinary coroutine on
   the loop and no thread is held. When the coroutine finishes, the outcome is stored on the
   invocation and the next poll resumes the guest.
+* A guest that sleeps through WASI (``poll_oneoff`` on a clock, see ``_wasm``) is parked the
+  same way, on the loop's timers.
 
 Guest time is the sum of the polls' durations, so it does not count time spent waiting on the
 host; ``budget`` bounds it. A wall-clock limit is the caller's (``asyncio.timeout``).
@@ -29,7 +31,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 
-from ._wasm import CallFuture, Engine
+from ._wasm import WASI_WAIT, CallFuture, Engine
 from .errors import CallTimeout, GuestError, HostError
 
 __all__ = ["HostHandler", "Scheduler"]
@@ -129,7 +131,19 @@ class Scheduler:
             if inv.cpu_time > budget:
                 raise CallTimeout(f"guest ran for more than {budget:g}s")
             request = inv.host_request
-            if request is not None and not inv.host_done:
+            if request is WASI_WAIT and not inv.host_done:
+                # A WASI sleep (poll_oneoff): a wait like host/sleep, on the loop's timers.
+                # Like any host wait it holds no thread, is not guest time, and the
+                # wall-clock limit cuts it short.
+                ticker.leave()
+                try:
+                    await asyncio.sleep(inv.wait)
+                finally:
+                    ticker.enter()
+                inv.complete_host_call(True, b"")
+                inv.instance.rearm()
+                done = self._poll_on_loop(fut)
+            elif request is not None and not inv.host_done:
                 inv.host_calls += 1
                 if inv.host_calls > self.max_host_calls:
                     raise GuestError(f"guest made more than {self.max_host_calls} host calls")

@@ -30,6 +30,8 @@ VALID = {
     "start_loop",
     "hostcall_flood",
     "response_flood",
+    "wasi_sleep",
+    "wasi_random",
 }
 
 # The host's imports as (module, name) -> (params, results); every parameter is i32.
