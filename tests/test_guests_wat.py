@@ -32,6 +32,7 @@ VALID = {
     "response_flood",
     "wasi_sleep",
     "wasi_random",
+    "spin_echo",
 }
 
 # The host's imports as (module, name) -> (params, results); every parameter is i32.

@@ -115,6 +115,35 @@ async def test_infinite_loop_times_out_and_node_keeps_serving(tmp_path: Path, wa
         assert node._scheduler.slices > 0
 
 
+async def test_guests_computing_between_host_calls_leave_the_loop(
+    tmp_path: Path, wat: Wat
+) -> None:
+    """A guest that computes ~0.5 ms between host calls never reaches a tick on the loop: its
+    loop time is counted across host calls, and once it has used its slice it runs on the
+    workers. Four of them at once leave the loop free (timers on time; before: late by tens
+    of ms, as the guests took turns on the loop thread) and end on their CPU limit."""
+    config = Config(data_dir=tmp_path, call_timeout=0.3, call_wall_timeout=10, cpu_workers=2)
+    async with Node(config) as node:
+        await node.deploy("spin", wat("spin_echo"))
+        assert await node.call("spin", "main", b"3") == b"done"
+        assert node._scheduler is not None
+        slices = node._scheduler.slices
+        loop = asyncio.get_running_loop()
+        calls = [asyncio.create_task(node.call("spin", "main", b"0")) for _ in range(4)]
+        late: list[float] = []
+        while not all(c.done() for c in calls):
+            t0 = loop.time()
+            await asyncio.sleep(0.005)
+            late.append(loop.time() - t0 - 0.005)
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        assert [str(o) for o in outcomes] == ["guest ran for more than 0.3s"] * 4
+        assert all(isinstance(o, CallTimeout) for o in outcomes)
+        late.sort()
+        assert late[len(late) // 2] < 0.01, f"timers ran late by {late[len(late) // 2]:.3f} s"
+        # Most rounds ran on the workers (4 x 0.3 s of 0.5 ms rounds is some 2,400 of them).
+        assert node._scheduler.slices - slices > 500
+
+
 async def test_host_waits_do_not_count_as_guest_time(tmp_path: Path, wat: Wat) -> None:
     config = Config(data_dir=tmp_path, call_timeout=0.2, call_wall_timeout=5)
     async with Node(config) as node:
