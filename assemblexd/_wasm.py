@@ -428,6 +428,9 @@ _SUB_CLOCK = struct.Struct("<I4xQQH")  # clock id, timeout, precision, flags
 _SUB_FD = struct.Struct("<I")
 _EVENT = struct.Struct("<QHB5xQH6x")  # userdata, error, type, nbytes, flags
 _SUB_SIZE, _EVENT_SIZE = 48, 32
+_MAX_SUBSCRIPTIONS = 1024
+"""More in one poll_oneoff is EINVAL (wasmtime has no limit; with at most three fds open,
+more are duplicates, and each costs about a microsecond here)."""
 _CLOCK_REALTIME, _CLOCK_MONOTONIC = 0, 1
 _ABSTIME = 1
 _EVENT_CLOCK, _EVENT_FD_READ, _EVENT_FD_WRITE = 0, 1, 2
@@ -439,7 +442,8 @@ def _wasi_poll(inv: Invocation, subs: int, events: int, n: int, nevents: int) ->
     """Answer a poll_oneoff at once: (errno, nanoseconds to wait before the guest resumes).
 
     Writes the events (and their count) the guest sees when it resumes. Errors are wasmtime's:
-    no subscriptions, an unknown clock, tag or flag is EINVAL; an fd other than stdin (read)
+    no subscriptions, an unknown clock, tag or flag is EINVAL (and, ours, more than
+    _MAX_SUBSCRIPTIONS); an fd other than stdin (read)
     or stdout and stderr (write) is EBADF. A misaligned pointer, or subscriptions or events
     outside the memory, raise: the guest traps, as the WASI spec says (checked first, where
     wasmtime reads the subscriptions one by one and may meet another error on the way).
@@ -451,6 +455,8 @@ def _wasi_poll(inv: Invocation, subs: int, events: int, n: int, nevents: int) ->
     mem = _guest_memory(
         inv.instance, max(subs + n * _SUB_SIZE, events + n * _EVENT_SIZE, nevents + 4)
     )
+    if n > _MAX_SUBSCRIPTIONS:
+        return _ERRNO_INVAL, 0  # parsing them all would hold the polling thread
     ready: list[tuple[int, int]] = []  # (userdata, event type) of the subscriptions ready now
     clocks: list[tuple[int, int]] = []  # (userdata, ns from now) of the clocks still to come
     for at in range(subs, subs + n * _SUB_SIZE, _SUB_SIZE):

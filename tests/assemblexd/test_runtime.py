@@ -227,6 +227,17 @@ async def test_wasi_sleep_is_cut_by_the_wall_clock_limit(tmp_path: Path, wat: Wa
         assert await node.call("sleep", "sleep", b"1") == b"1"
 
 
+async def test_cancelling_a_call_in_a_wasi_sleep(node: Node, wat: Wat) -> None:
+    await node.deploy("sleep", wat("wasi_sleep"))
+    task = asyncio.create_task(node.call("sleep", "sleep", b"10000"))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert node.status()["instances"]["live"] == 0
+    assert await node.call("sleep", "sleep", b"1") == b"1"
+
+
 async def test_wasi_poll_oneoff_answers(node: Node, wat: Wat) -> None:
     """What poll_oneoff answers without waiting, as wasmtime's own does."""
     await node.deploy("sleep", wat("wasi_sleep"))
@@ -265,11 +276,15 @@ async def test_wasi_poll_oneoff_answers(node: Node, wat: Wat) -> None:
     assert await poll(poll_request(subscription(1, 3, 0))) == (28, [])
     assert await poll(poll_request(subscription(1, 1, 1))) == (8, [])
     assert await poll(poll_request(subscription(1, 2, 7))) == (8, [])
+    # More than 1,024 subscriptions is EINVAL: parsing them would hold the thread.
+    writable = subscription(9, 2, 1)
+    assert await poll(poll_request(*[writable] * 1024)) == (0, [(9, 0, 2, 1)] * 1024)
+    assert await poll(poll_request(*[writable] * 1025)) == (28, [])
     assert node._apps["sleep"].pool.created == 1  # every answer left the instance usable
     # Subscriptions past the end of the memory: the guest traps (the WASI spec's rule for a
     # bad pointer), and its instance is dropped.
     with pytest.raises(GuestError, match=r"guest trapped: .*out of bounds"):
-        await node.call("sleep", "poll", poll_request(subscription(1, 0, 1, 1000, 0), n=5000))
+        await node.call("sleep", "poll", poll_request(subscription(1, 0, 1, 1000, 0), n=3000))
     assert await node.call("sleep", "sleep", b"1") == b"1"
     assert node._apps["sleep"].pool.created == 2
 
