@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib.metadata
+import os
 import struct
 import threading
 import time
@@ -46,6 +47,7 @@ __all__ = [
     "HOST_IMPORTS",
     "TABLE_ELEMENT_BYTES",
     "TABLE_SHARE",
+    "WASI_WAIT",
     "WASMTIME_VERSION",
     "CallFuture",
     "CompiledModule",
@@ -177,6 +179,7 @@ class Invocation:
     __slots__ = (
         "cancelled",
         "cpu_time",
+        "fill",
         "guest_error",
         "host_calls",
         "host_done",
@@ -189,6 +192,7 @@ class Invocation:
         "op",
         "payload",
         "response",
+        "wait",
         "worker",
     )
 
@@ -208,6 +212,10 @@ class Invocation:
         self.host_results_addr = 0
         self.cpu_time = 0.0
         self.cancelled = False
+        # Seconds to wait when ``host_request`` is WASI_WAIT (a WASI poll_oneoff).
+        self.wait = 0.0
+        # A WASI random_get in progress: the guest addresses still to fill, [start, end).
+        self.fill = (0, 0)
         # The worker-thread slice polling this invocation now, if any (the scheduler's).
         self.worker: Any = None
 
@@ -498,6 +506,185 @@ def _host_call(
 _HOST_CALL = _AsyncCallback(_host_call)
 
 
+# WASI's poll_oneoff, the one WASI function that can block (a sleep: std::thread::sleep,
+# time.Sleep, nanosleep). wasmtime's own would block the polling thread (the event loop, or a
+# worker) for the whole wait, where no epoch tick can reach it; this one is an async host
+# function like __host_call: it writes the events the guest will see, and if it must wait, it
+# records the wait as the invocation's host request (WASI_WAIT) and parks the guest until the
+# scheduler has slept on the loop. Semantics follow wasmtime's (wasmtime-wasi preview1): with
+# nothing open but the empty stdin and the discarding stdout and stderr, every fd
+# subscription is ready at once, so only clocks wait.
+
+WASI_WAIT: tuple[str, str, str, bytes] = ("", "wasi_snapshot_preview1", "poll_oneoff", b"")
+"""``Invocation.host_request`` while the guest waits in poll_oneoff (``Invocation.wait``)."""
+
+_ERRNO_BADF, _ERRNO_INVAL = 8, 28
+_SUBSCRIPTION = struct.Struct("<QB7x")  # userdata, tag; the union follows at 16
+_SUB_CLOCK = struct.Struct("<I4xQQH")  # clock id, timeout, precision, flags
+_SUB_FD = struct.Struct("<I")
+_EVENT = struct.Struct("<QHB5xQH6x")  # userdata, error, type, nbytes, flags
+_SUB_SIZE, _EVENT_SIZE = 48, 32
+_MAX_SUBSCRIPTIONS = 1024
+"""More in one poll_oneoff is EINVAL (wasmtime has no limit; with at most three fds open,
+more are duplicates, and each costs about a microsecond here)."""
+_CLOCK_REALTIME, _CLOCK_MONOTONIC = 0, 1
+_ABSTIME = 1
+_EVENT_CLOCK, _EVENT_FD_READ, _EVENT_FD_WRITE = 0, 1, 2
+_POLL_ARGS = struct.Struct("=" + f"{_VAL_OF}xI{_VAL_SIZE - _VAL_OF - 4}x" * 4)
+_PollArgs = ctypes.c_char * _POLL_ARGS.size
+
+
+def _wasi_poll(inv: Invocation, subs: int, events: int, n: int, nevents: int) -> tuple[int, int]:
+    """Answer a poll_oneoff at once: (errno, nanoseconds to wait before the guest resumes).
+
+    Writes the events (and their count) the guest sees when it resumes. Errors are wasmtime's:
+    no subscriptions, an unknown clock, tag or flag is EINVAL (and, ours, more than
+    _MAX_SUBSCRIPTIONS); an fd other than stdin (read)
+    or stdout and stderr (write) is EBADF. A misaligned pointer, or subscriptions or events
+    outside the memory, raise: the guest traps, as the WASI spec says (checked first, where
+    wasmtime reads the subscriptions one by one and may meet another error on the way).
+    """
+    if n == 0:
+        return _ERRNO_INVAL, 0  # wasmtime: waiting forever is not supported
+    if subs % 8 or events % 8 or nevents % 4:
+        raise ValueError("misaligned pointer")
+    mem = _guest_memory(
+        inv.instance, max(subs + n * _SUB_SIZE, events + n * _EVENT_SIZE, nevents + 4)
+    )
+    if n > _MAX_SUBSCRIPTIONS:
+        return _ERRNO_INVAL, 0  # parsing them all would hold the polling thread
+    ready: list[tuple[int, int]] = []  # (userdata, event type) of the subscriptions ready now
+    clocks: list[tuple[int, int]] = []  # (userdata, ns from now) of the clocks still to come
+    for at in range(subs, subs + n * _SUB_SIZE, _SUB_SIZE):
+        userdata, tag = _SUBSCRIPTION.unpack_from(mem, at)
+        if tag == _EVENT_CLOCK:
+            clock, timeout, _precision, flags = _SUB_CLOCK.unpack_from(mem, at + 16)
+            if flags & ~_ABSTIME:
+                return _ERRNO_INVAL, 0
+            if flags & _ABSTIME:
+                if clock == _CLOCK_MONOTONIC:
+                    timeout -= time.monotonic_ns() - inv.instance.wasi_clock
+                elif clock == _CLOCK_REALTIME:
+                    timeout -= time.time_ns()
+                else:
+                    return _ERRNO_INVAL, 0
+            elif clock not in (_CLOCK_MONOTONIC, _CLOCK_REALTIME):
+                return _ERRNO_INVAL, 0
+            if timeout <= 0:
+                ready.append((userdata, _EVENT_CLOCK))
+            else:
+                clocks.append((userdata, timeout))
+        elif tag in (_EVENT_FD_READ, _EVENT_FD_WRITE):
+            (fd,) = _SUB_FD.unpack_from(mem, at + 16)
+            if fd not in ((0,) if tag == _EVENT_FD_READ else (1, 2)):
+                return _ERRNO_BADF, 0
+            ready.append((userdata, tag))
+        else:
+            return _ERRNO_INVAL, 0
+    wait = 0
+    if not ready:
+        # Only clocks: the earliest fires (with any that fire at the same time).
+        wait = min(timeout for _, timeout in clocks)
+        ready = [(userdata, _EVENT_CLOCK) for userdata, timeout in clocks if timeout == wait]
+    for i, (userdata, kind) in enumerate(ready):
+        nbytes = 0 if kind == _EVENT_CLOCK else 1  # as wasmtime: stdio is always "ready"
+        _EVENT.pack_into(mem, events + i * _EVENT_SIZE, userdata, 0, kind, nbytes, 0)
+    struct.pack_into("<I", mem, nevents, len(ready))
+    return 0, wait
+
+
+def _poll_oneoff(
+    _env: int,
+    _caller: int,
+    args: int,
+    _nargs: int,
+    results: int,
+    _nresults: int,
+    trap_ret: int,
+    continuation_ret: int,
+) -> None:
+    inv: Invocation = _tls.inv
+    try:
+        subs, events, n, nevents = _POLL_ARGS.unpack_from(_PollArgs.from_address(args))
+        errno, wait = _wasi_poll(inv, subs, events, n, nevents)
+        c_int32.from_address(results + _VAL_OF).value = errno
+        inv.host_results_addr = 0  # the continuation has nothing to write
+        if wait > 0:
+            inv.wait = wait / 1e9
+            inv.host_request = WASI_WAIT
+            inv.host_done = False
+        else:
+            inv.host_request = None
+            inv.host_done = True
+    except Exception as exc:
+        c_void_p.from_address(trap_ret).value = _trap(f"WASI poll_oneoff: {exc}")
+        inv.host_request = None
+        inv.host_results_addr = 0
+        inv.host_done = True
+    # The same continuation as __host_call: "not ready" until the scheduler marks the wait
+    # done (complete_host_call), at once if there is nothing to wait for.
+    _Continuation.from_address(continuation_ret).raw = _CONTINUATION_BYTES
+
+
+_POLL_ONEOFF = _AsyncCallback(_poll_oneoff)
+
+
+# WASI's random_get fills guest memory from the host's CSPRNG, all in one host call: tens of
+# MiB take hundreds of milliseconds on the polling thread, out of reach of the epoch ticks.
+# This one is async: the continuation fills one chunk per poll (os.urandom), so the guest is
+# polled, preempted and moved to a worker like one that computes, and the fill counts as its
+# guest time.
+
+_RANDOM_CHUNK = 1 << 18
+"""Bytes of random_get filled per poll (about a millisecond of os.urandom)."""
+_RANDOM_ARGS = struct.Struct("=" + f"{_VAL_OF}xI{_VAL_SIZE - _VAL_OF - 4}x" * 2)
+_RandomArgs = ctypes.c_char * _RANDOM_ARGS.size
+
+
+def _random_get(
+    _env: int,
+    _caller: int,
+    args: int,
+    _nargs: int,
+    results: int,
+    _nresults: int,
+    trap_ret: int,
+    continuation_ret: int,
+) -> None:
+    inv: Invocation = _tls.inv
+    try:
+        buf, n = _RANDOM_ARGS.unpack_from(_RandomArgs.from_address(args))
+        _guest_memory(inv.instance, buf + n)  # out of bounds: a trap, as in wasmtime
+        c_int32.from_address(results + _VAL_OF).value = 0
+        inv.fill = (buf, buf + n)
+    except Exception as exc:
+        c_void_p.from_address(trap_ret).value = _trap(f"WASI random_get: {exc}")
+        inv.fill = (0, 0)
+    _Continuation.from_address(continuation_ret).raw = _RANDOM_CONTINUATION_BYTES
+
+
+def _random_continue(_env: int) -> bool:
+    inv: Invocation = _tls.inv
+    at, end = inv.fill
+    if at < end:
+        upto = min(end, at + _RANDOM_CHUNK)
+        _guest_memory(inv.instance, upto)[at:upto] = os.urandom(upto - at)
+        inv.fill = (upto, end)
+        return upto == end
+    return True
+
+
+_RANDOM_GET = _AsyncCallback(_random_get)
+_RANDOM_CONTINUE = _ContinuationCallback(_random_continue)
+_RANDOM_CONTINUATION_BYTES = bytes(
+    ffi.wasmtime_async_continuation_t(
+        ctypes.cast(_RANDOM_CONTINUE, ffi.wasmtime_func_async_continuation_callback_t),
+        None,
+        _NULL_FINALIZER,
+    )
+)
+
+
 # --------------------------------------------------------------------------------------------
 # Engine, epoch ticker, modules.
 
@@ -574,6 +761,9 @@ class Engine:
         self.engine = wasmtime.Engine(config)
         self.linker = wasmtime.Linker(self.engine)
         self.linker.define_wasi()
+        # poll_oneoff and random_get replace WASI's own, which hold the polling thread for as
+        # long as they take (see _poll_oneoff, _random_get).
+        self.linker.allow_shadowing = True
         lp = self.linker.ptr()
         for name, (params, results, cb) in _SYNC_IMPORTS.items():
             ty = _functype(params, results)
@@ -597,6 +787,23 @@ class Engine:
                 ctypes.cast(_HOST_CALL, ffi.wasmtime_func_async_callback_t), None, _NULL_FINALIZER,
             )
         )
+        ty = _functype(4, 1)
+        self._check(
+            ffi.wasmtime_linker_define_async_func(
+                lp, *_str("wasi_snapshot_preview1"), *_str("poll_oneoff"), ty.ptr(),
+                ctypes.cast(_POLL_ONEOFF, ffi.wasmtime_func_async_callback_t), None,
+                _NULL_FINALIZER,
+            )
+        )
+        ty = _functype(2, 1)
+        self._check(
+            ffi.wasmtime_linker_define_async_func(
+                lp, *_str("wasi_snapshot_preview1"), *_str("random_get"), ty.ptr(),
+                ctypes.cast(_RANDOM_GET, ffi.wasmtime_func_async_callback_t), None,
+                _NULL_FINALIZER,
+            )
+        )
+        self.linker.allow_shadowing = False
         self.ticker = EpochTicker(self.engine, tick)
 
     @staticmethod
@@ -923,6 +1130,7 @@ class Instance:
         "running",
         "store",
         "tag",
+        "wasi_clock",
     )
 
     def __init__(self, engine: Engine, compiled: CompiledModule, max_memory: int, tag: Any) -> None:
@@ -938,6 +1146,9 @@ class Instance:
         )
         if compiled.wasi:
             self.store.set_wasi(wasmtime.WasiConfig())
+        # The origin of the guest's WASI monotonic clock (its WASI context's creation), read
+        # just after it so that an absolute deadline never fires early (_wasi_poll).
+        self.wasi_clock = time.monotonic_ns()
         self.ctx = ctypes.cast(self.store._context(), c_void_p).value or 0
         _epoch_yield_and_update(self.ctx, 1)
         self.instance = ffi.wasmtime_instance_t()

@@ -6,8 +6,11 @@ A run of guest code is a :class:`~assemblexd._wasm.CallFuture`. Each poll runs t
 finishes, suspends in ``__host_call``, or reaches an epoch tick (a few milliseconds of guest
 time). The scheduler decides where the next poll happens:
 
-* The first poll, and the first poll after every host call, run *on the loop thread*: almost
-  every waPC call finishes inside it, so a short call costs no thread hand-off at all.
+* The first poll, and the first poll after a host call, run *on the loop thread*: almost
+  every waPC call finishes inside it, so a short call costs no thread hand-off at all. The
+  guest's loop time is counted across host calls (a token bucket of one slice, refilled a
+  little by each host call, see ``_drive``): a guest that computes between host calls, and
+  so never reaches a tick on the loop, leaves it once it has used its slice.
 * A guest that reaches a tick is CPU-bound. Its next polls run as *slices* on a small pool of
   worker threads (one per core by default; wasmtime releases the GIL while wasm runs, so slices
   on different threads run in parallel). A slice polls until the guest finishes, calls the
@@ -16,6 +19,8 @@ time). The scheduler decides where the next poll happens:
 * A guest that calls the host is parked: its host operation runs as an ordinary coroutine on
   the loop and no thread is held. When the coroutine finishes, the outcome is stored on the
   invocation and the next poll resumes the guest.
+* A guest that sleeps through WASI (``poll_oneoff`` on a clock, see ``_wasm``) is parked the
+  same way, on the loop's timers.
 
 Guest time is the sum of the polls' durations, so it does not count time spent waiting on the
 host; ``budget`` bounds it. A wall-clock limit is the caller's (``asyncio.timeout``).
@@ -29,13 +34,17 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 
-from ._wasm import CallFuture, Engine
+from ._wasm import WASI_WAIT, CallFuture, Engine
 from .errors import CallTimeout, GuestError, HostError
 
 __all__ = ["HostHandler", "Scheduler"]
 
 YIELD_EVERY = 16
 """Host calls of one guest between two forced yields to the event loop."""
+HOP_CREDIT = 20e-6
+"""Loop time a host call earns back for its guest (seconds): about what the loop thread
+spends to hand a poll to a worker and take it back, so moving a guest that computes less
+than this per host call would cost the loop more than it saves."""
 
 HostHandler = Callable[[str, str, str, bytes], Awaitable[bytes]]
 """``await handler(binding, namespace, operation, payload)``: the host side of ``__host_call``.
@@ -86,7 +95,7 @@ class Scheduler:
         try:
             # Fast path: most calls finish in their first polls, on the loop, with no timer
             # armed and no thread hand-off.
-            if not self._poll_on_loop(fut):
+            if not self._poll_on_loop(fut, self._loop_slice):
                 if deadline is None:
                     await self._drive(fut, budget, host)
                 else:
@@ -110,10 +119,10 @@ class Scheduler:
             else:
                 _close(fut, ticker)
 
-    def _poll_on_loop(self, fut: CallFuture) -> bool:
-        """Poll on the loop thread for at most about one slice of guest time."""
+    def _poll_on_loop(self, fut: CallFuture, allowance: float) -> bool:
+        """Poll on the loop thread for at most about ``allowance`` seconds of guest time."""
         inv = fut.invocation
-        limit = inv.cpu_time + self._loop_slice
+        limit = inv.cpu_time + allowance
         while True:
             if fut.poll():
                 return True
@@ -121,44 +130,75 @@ class Scheduler:
                 return False
 
     async def _drive(self, fut: CallFuture, budget: float, host: HostHandler) -> None:
-        """Until the guest finishes: serve its host calls, run CPU-bound stretches on workers."""
+        """Until the guest finishes: serve its host calls, run CPU-bound stretches on workers.
+
+        The guest's time on the loop thread is counted across host calls, as a token bucket:
+        it starts with one slice of loop time (``credit``; the fast path spent part of it),
+        polls on the loop spend it, and each host call earns back ``HOP_CREDIT``, up to a
+        slice. After a host call, the guest resumes on the loop while it has credit, else on a
+        worker. A guest that computes between host calls thus leaves the loop once it has used
+        its slice, and then gets at most ``HOP_CREDIT`` of loop time per host call on average;
+        one that mostly calls the host stays on the loop (moving it would cost the loop more),
+        and comes back to it if a stall (a poll preempted by the OS) moved it away.
+        """
         inv = fut.invocation
         loop = asyncio.get_running_loop()
         ticker = self._engine.ticker
+        slice_ = self._loop_slice
+        credit = slice_ - inv.cpu_time  # so far every poll was on the loop (the fast path)
         while True:
             if inv.cpu_time > budget:
                 raise CallTimeout(f"guest ran for more than {budget:g}s")
             request = inv.host_request
             if request is not None and not inv.host_done:
-                inv.host_calls += 1
-                if inv.host_calls > self.max_host_calls:
-                    raise GuestError(f"guest made more than {self.max_host_calls} host calls")
-                # The host call, here rather than in a method of its own: one coroutine less
-                # per host call. A parked guest runs no code: the ticker need not tick for it.
-                ticks = ticker.ticks
-                ticker.leave()
-                try:
-                    data = await host(*request)
-                except HostError as exc:
-                    inv.complete_host_call(False, str(exc).encode())
-                else:
-                    inv.complete_host_call(True, data)
-                finally:
-                    ticker.enter()
-                if ticker.ticks != ticks:
-                    # Time spent waiting on the host is not guest time: give the guest a fresh
-                    # tick. (Only when one passed: most host calls answer sooner, and setting
-                    # the deadline costs more than reading a counter.)
+                if request is WASI_WAIT:
+                    # A WASI sleep (poll_oneoff): a wait like host/sleep, on the loop's
+                    # timers. Like any host wait it holds no thread, is not guest time, and
+                    # the wall-clock limit cuts it short.
+                    ticker.leave()
+                    try:
+                        await asyncio.sleep(inv.wait)
+                    finally:
+                        ticker.enter()
+                    inv.complete_host_call(True, b"")
                     inv.instance.rearm()
-                if inv.host_calls % YIELD_EVERY == 0:
-                    # Host calls that complete at once never suspend this task: let the
-                    # loop serve everything else now and then (a guest flooding the host).
-                    await asyncio.sleep(0)
-                done = self._poll_on_loop(fut)
-            else:
-                inv.worker = loop.run_in_executor(self._pool, self._slice, fut, budget)
-                done = await asyncio.shield(inv.worker)
-                inv.worker = None
+                else:
+                    inv.host_calls += 1
+                    if inv.host_calls > self.max_host_calls:
+                        raise GuestError(f"guest made more than {self.max_host_calls} host calls")
+                    # The host call, here rather than in a method of its own: one coroutine
+                    # less per host call. A parked guest runs no code: the ticker need not
+                    # tick for it.
+                    ticks = ticker.ticks
+                    ticker.leave()
+                    try:
+                        data = await host(*request)
+                    except HostError as exc:
+                        inv.complete_host_call(False, str(exc).encode())
+                    else:
+                        inv.complete_host_call(True, data)
+                    finally:
+                        ticker.enter()
+                    if ticker.ticks != ticks:
+                        # Time spent waiting on the host is not guest time: give the guest a
+                        # fresh tick. (Only when one passed: most host calls answer sooner, and
+                        # setting the deadline costs more than reading a counter.)
+                        inv.instance.rearm()
+                    if inv.host_calls % YIELD_EVERY == 0:
+                        # Host calls that complete at once never suspend this task: let the
+                        # loop serve everything else now and then (a guest flooding the host).
+                        await asyncio.sleep(0)
+                credit = min(credit + HOP_CREDIT, slice_)
+                if credit > 0:
+                    used = inv.cpu_time
+                    done = self._poll_on_loop(fut, credit)
+                    credit -= inv.cpu_time - used
+                    if done:
+                        return
+                    continue
+            inv.worker = loop.run_in_executor(self._pool, self._slice, fut, budget)
+            done = await asyncio.shield(inv.worker)
+            inv.worker = None
             if done:
                 return
 

@@ -38,6 +38,9 @@ VALID = {
     "init_panic",
     "as_abort",
     "zero_length",
+    "wasi_sleep",
+    "wasi_random",
+    "spin_echo",
 }
 # Valid by their types, refused by a deploy for what they would allocate (more than one
 # memory, a shared memory, minimums over the limits, wasm GC): tests/assemblexd/test_runtime.py.

@@ -166,6 +166,35 @@ async def test_infinite_loop_times_out_and_node_keeps_serving(tmp_path: Path, wa
         assert node._scheduler.slices > 0
 
 
+async def test_guests_computing_between_host_calls_leave_the_loop(
+    tmp_path: Path, wat: Wat
+) -> None:
+    """A guest that computes ~0.5 ms between host calls never reaches a tick on the loop: its
+    loop time is counted across host calls, and once it has used its slice it runs on the
+    workers. Four of them at once leave the loop free (timers on time; before: late by tens
+    of ms, as the guests took turns on the loop thread) and end on their CPU limit."""
+    config = Config(data_dir=tmp_path, call_timeout=0.3, call_wall_timeout=10, cpu_workers=2)
+    async with Node(config) as node:
+        await node.deploy("spin", wat("spin_echo"))
+        assert await node.call("spin", "main", b"3") == b"done"
+        assert node._scheduler is not None
+        slices = node._scheduler.slices
+        loop = asyncio.get_running_loop()
+        calls = [asyncio.create_task(node.call("spin", "main", b"0")) for _ in range(4)]
+        late: list[float] = []
+        while not all(c.done() for c in calls):
+            t0 = loop.time()
+            await asyncio.sleep(0.005)
+            late.append(loop.time() - t0 - 0.005)
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        assert [str(o) for o in outcomes] == ["guest ran for more than 0.3s"] * 4
+        assert all(isinstance(o, CallTimeout) for o in outcomes)
+        late.sort()
+        assert late[len(late) // 2] < 0.01, f"timers ran late by {late[len(late) // 2]:.3f} s"
+        # Most rounds ran on the workers (4 x 0.3 s of 0.5 ms rounds is some 2,400 of them).
+        assert node._scheduler.slices - slices > 500
+
+
 async def test_host_waits_do_not_count_as_guest_time(tmp_path: Path, wat: Wat) -> None:
     config = Config(data_dir=tmp_path, call_timeout=0.2, call_wall_timeout=5)
     async with Node(config) as node:
@@ -190,6 +219,155 @@ async def test_many_host_waits_hold_no_threads(node: Node, wat: Wat) -> None:
     assert not any(c.done() for c in calls)
     assert threading.active_count() <= before + 2  # at most a worker or two woke up
     assert set(await asyncio.gather(*calls)) == {b"300"}
+
+
+def subscription(userdata: int, tag: int, *fields: int) -> bytes:
+    """A WASI poll_oneoff subscription: a clock (id, timeout ns, flags) or an fd (fd)."""
+    if tag == 0:
+        clock, timeout, flags = fields
+        union = struct.pack("<I4xQQH6x", clock, timeout, 0, flags)
+    else:
+        union = struct.pack("<I28x", *fields)
+    return struct.pack("<QB7x", userdata, tag) + union
+
+
+def poll_request(*subs: bytes, n: int | None = None) -> bytes:
+    """The payload of wasi_sleep.wat's ``poll``: the count, then the subscriptions."""
+    return struct.pack("<I", len(subs) if n is None else n) + b"".join(subs)
+
+
+def poll_answer(answer: bytes) -> tuple[int, list[tuple[int, int, int, int]]]:
+    """errno and the events (userdata, error, type, nbytes) of wasi_sleep.wat's ``poll``."""
+    errno, n = struct.unpack_from("<II", answer)
+    assert len(answer) == 8 + 32 * n
+    return errno, [struct.unpack_from("<QHB5xQ", answer, 8 + 32 * i) for i in range(n)]
+
+
+async def test_wasi_sleep_is_a_host_wait(tmp_path: Path, wat: Wat) -> None:
+    """poll_oneoff on a clock parks the guest: no thread, no guest time, the loop stays free."""
+    config = Config(data_dir=tmp_path, call_timeout=0.2, call_wall_timeout=5)
+    async with Node(config) as node:
+        await node.deploy("sleep", wat("wasi_sleep"))
+        await node.deploy("echo", wat("echo"))
+        loop = asyncio.get_running_loop()
+        before = threading.active_count()
+        t0 = loop.time()
+        calls = [asyncio.create_task(node.call("sleep", "sleep", b"500")) for _ in range(50)]
+        await asyncio.sleep(0.05)
+        assert not any(c.done() for c in calls)
+        assert await node.call("echo", "echo", b"meanwhile") == b"meanwhile"
+        assert loop.time() - t0 < 0.3
+        assert threading.active_count() <= before + 2
+        assert set(await asyncio.gather(*calls)) == {b"500"}  # 25 s of sleep, 0.2 s of budget
+        assert 0.5 <= loop.time() - t0 < 2
+        # An absolute deadline on the guest's own monotonic clock waits as long.
+        t0 = loop.time()
+        assert await node.call("sleep", "sleep_abs", b"300") == b"300"
+        assert 0.3 <= loop.time() - t0 < 1
+
+
+async def test_wasi_sleep_is_cut_by_the_wall_clock_limit(tmp_path: Path, wat: Wat) -> None:
+    config = Config(data_dir=tmp_path, call_wall_timeout=0.3)
+    async with Node(config) as node:
+        await node.deploy("sleep", wat("wasi_sleep"))
+        t0 = asyncio.get_running_loop().time()
+        with pytest.raises(CallTimeout, match=r"wall-clock"):
+            await node.call("sleep", "sleep", b"5000")
+        assert asyncio.get_running_loop().time() - t0 < 1
+        assert node.status()["instances"]["live"] == 0
+        assert await node.call("sleep", "sleep", b"1") == b"1"
+
+
+async def test_cancelling_a_call_in_a_wasi_sleep(node: Node, wat: Wat) -> None:
+    await node.deploy("sleep", wat("wasi_sleep"))
+    task = asyncio.create_task(node.call("sleep", "sleep", b"10000"))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert node.status()["instances"]["live"] == 0
+    assert await node.call("sleep", "sleep", b"1") == b"1"
+
+
+async def test_wasi_poll_oneoff_answers(node: Node, wat: Wat) -> None:
+    """What poll_oneoff answers without waiting, as wasmtime's own does."""
+    await node.deploy("sleep", wat("wasi_sleep"))
+
+    async def poll(payload: bytes) -> tuple[int, list[tuple[int, int, int, int]]]:
+        return poll_answer(await node.call("sleep", "poll", payload))
+
+    # stdin (empty) is readable and stdout and stderr writable at once: no wait for the clock.
+    t0 = asyncio.get_running_loop().time()
+    errno, events = await poll(
+        poll_request(
+            subscription(1, 0, 1, 10**10, 0),
+            subscription(2, 1, 0),
+            subscription(3, 2, 1),
+            subscription(4, 2, 2),
+        )
+    )
+    assert asyncio.get_running_loop().time() - t0 < 1
+    assert (errno, events) == (0, [(2, 0, 1, 1), (3, 0, 2, 1), (4, 0, 2, 1)])
+    # Clocks: the earliest fires, with any that fire at the same time; a deadline in the
+    # past (realtime, absolute) is ready at once.
+    errno, events = await poll(
+        poll_request(
+            subscription(5, 0, 1, 50_000_000, 0),
+            subscription(6, 0, 0, 20_000_000, 0),
+            subscription(7, 0, 1, 20_000_000, 0),
+        )
+    )
+    assert (errno, events) == (0, [(6, 0, 0, 0), (7, 0, 0, 0)])
+    assert await poll(poll_request(subscription(8, 0, 0, 1, 1))) == (0, [(8, 0, 0, 0)])
+    # Errors: EINVAL (28) for no subscriptions, an unknown clock, tag or flag; EBADF (8) for
+    # an fd that is not open.
+    assert await poll(poll_request()) == (28, [])
+    assert await poll(poll_request(subscription(1, 0, 2, 1000, 0))) == (28, [])
+    assert await poll(poll_request(subscription(1, 0, 1, 1000, 2))) == (28, [])
+    assert await poll(poll_request(subscription(1, 3, 0))) == (28, [])
+    assert await poll(poll_request(subscription(1, 1, 1))) == (8, [])
+    assert await poll(poll_request(subscription(1, 2, 7))) == (8, [])
+    # More than 1,024 subscriptions is EINVAL: parsing them would hold the thread.
+    writable = subscription(9, 2, 1)
+    assert await poll(poll_request(*[writable] * 1024)) == (0, [(9, 0, 2, 1)] * 1024)
+    assert await poll(poll_request(*[writable] * 1025)) == (28, [])
+    assert node._apps["sleep"].pool.created == 1  # every answer left the instance usable
+    # Subscriptions past the end of the memory: the guest traps (the WASI spec's rule for a
+    # bad pointer), and its instance is dropped.
+    with pytest.raises(GuestError, match=r"guest trapped: .*out of bounds"):
+        await node.call("sleep", "poll", poll_request(subscription(1, 0, 1, 1000, 0), n=3000))
+    assert await node.call("sleep", "sleep", b"1") == b"1"
+    assert node._apps["sleep"].pool.created == 2
+
+
+async def test_wasi_random_get_fills_across_polls(node: Node, wat: Wat) -> None:
+    """random_get of tens of MiB does not hold the loop: it is filled a chunk per poll."""
+    await node.deploy("random", wat("wasi_random"))
+    assert await node.call("random", "main", b"0") == b""
+    tail = await node.call("random", "main", b"100")
+    assert len(tail) == 64
+    assert tail != bytes(64)
+    loop = asyncio.get_running_loop()
+    gaps: list[float] = []
+    stop = asyncio.Event()
+
+    async def heartbeat() -> None:
+        last = loop.time()
+        while not stop.is_set():
+            await asyncio.sleep(0.002)
+            gaps.append(loop.time() - last)
+            last = loop.time()
+
+    beat = asyncio.create_task(heartbeat())
+    await asyncio.sleep(0.01)
+    tail = await node.call("random", "main", b"%d" % (40 << 20))  # ~200 ms of os.urandom
+    stop.set()
+    await beat
+    assert len(tail) == 64
+    assert tail != bytes(64)  # filled to the very end
+    assert max(gaps) < 0.06, f"the loop stalled for {max(gaps) * 1000:.0f} ms"
+    with pytest.raises(GuestError, match=r"guest trapped: .*out of bounds"):
+        await node.call("random", "oob", b"")
 
 
 async def test_memory_limit(tmp_path: Path, wat: Wat) -> None:

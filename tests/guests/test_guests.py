@@ -218,6 +218,25 @@ async def test_kv_is_scoped_per_app(node: Node, deploy: Deploy) -> None:
     assert await node.call(zig, "get", b"scoped") == b"zig"
 
 
+async def test_go_time_sleep_parks_the_guest(node: Node, deploy: Deploy) -> None:
+    """Go's time.Sleep ends in WASI poll_oneoff: the guest waits without holding the loop or
+    a thread, so concurrent sleeps overlap and other calls go on meanwhile."""
+    app, hello = await deploy("go", "sleep"), await deploy("go", "hello")
+    assert await node.call(app, "main", b"1") == b"slept 1ms"  # a warm instance to start
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    sleeps = [asyncio.create_task(node.call(app, "main", b"1000")) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    assert await node.call(hello, "main", b"Ada") == b"Hello, Ada!"
+    assert loop.time() - t0 < 0.5
+    assert not any(s.done() for s in sleeps)
+    assert await asyncio.gather(*sleeps) == [b"slept 1000ms"] * 3
+    assert 1.0 <= loop.time() - t0 < 2.0  # together, not one after another (3 s)
+    assert await _guest_error(node, app, "main", b"soon") == (
+        "invalid number of milliseconds: soon"
+    )
+
+
 # -- the SDKs' error paths -------------------------------------------------------------------
 
 
