@@ -114,6 +114,35 @@ async def test_read_token_guards_reads(make: Callable[..., Awaitable[Client]]) -
         assert (await client.get(path)).status == 200
 
 
+async def test_each_token_opens_its_own_door_only(
+    make: Callable[..., Awaitable[Client]], wat: Callable[[str], bytes]
+) -> None:
+    """The call token reads nothing and the read token deploys and calls nothing; the deploy
+    token reads (an operator's), but does not call."""
+    call = "call-s3cret"
+    client = await make(read_token=READ, token=DEPLOY, call_token=call)
+    for path in GUARDED:
+        assert (await client.get(path, headers=bearer(call))).status == 401, path
+    module = wat("echo")
+    for token in (READ, call):
+        resp = await client.post(
+            "/deploy?name=x",
+            data=module,
+            headers={**bearer(token), "Content-Type": "application/wasm"},
+        )
+        assert resp.status == 401, token
+    for token in (READ, DEPLOY):
+        assert (await client.post("/call/x/main", data=b"", headers=bearer(token))).status == 401
+    resp = await client.post(
+        "/deploy?name=x",
+        data=module,
+        headers={**bearer(DEPLOY), "Content-Type": "application/wasm"},
+    )
+    assert resp.status == 201
+    resp = await client.post("/call/x/echo", data=b"hi", headers=bearer(call))
+    assert (resp.status, await resp.read()) == (200, b"hi")
+
+
 async def test_anonymous_status_names_no_peer(make: Callable[..., Awaitable[Client]]) -> None:
     client = await make(token=DEPLOY)  # no read token: reads are open, to the anonymous view
     node_id = client.app[NODE].id
