@@ -2,8 +2,8 @@
 
 Theory of operation
 -------------------
-Every use of ``wasmtime._ffi`` in the project lives in this module (DESIGN.md: the bindings are
-private API, pinned to one major version of wasmtime).
+Every use of ``wasmtime._ffi`` in the project lives in this module (the bindings are private
+API, so wasmtime is pinned to one major version: docs/dependencies.md).
 
 * One :class:`Engine` per node, with epoch interruption on. A daemon thread (:class:`EpochTicker`)
   increments the epoch every tick while any guest is running; every store is set to *yield* to

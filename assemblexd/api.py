@@ -1,4 +1,4 @@
-"""The HTTP API of a node (see DESIGN.md, "HTTP API").
+"""The HTTP API of a node (README.md, "HTTP API"; the routes and answers in ``openapi.py``).
 
 ``create_app(node)`` builds the aiohttp application and does no I/O; the daemon serves it with
 ``AppRunner``/``TCPSite`` and tests with ``aiohttp_client``. Handlers are thin: they parse the

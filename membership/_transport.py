@@ -2,7 +2,7 @@
 
 A transport moves *frames* (byte strings up to a size limit) between two endpoints, in order,
 over a `Channel`; it knows nothing of messages or peers. The contract, checked by one
-conformance suite against every implementation (``tests/membership/test_transport.py``):
+conformance suite against every implementation (``tests/membership/test_membership_transport.py``):
 
 * `Transport.connect(address)` returns an open `Channel` or raises `ConnectError`;
   `Transport.serve(address, handler)` is an async context manager that accepts channels,

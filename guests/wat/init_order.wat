@@ -1,6 +1,6 @@
 ;; init_order: exports _initialize, _start and wapc_init, each appending one letter ("i", "s",
 ;; "w") to a buffer; every call answers the buffer. A host that calls them in the order of
-;; DESIGN.md, once each, makes this answer "isw".
+;; docs/runtime.md, once each, makes this answer "isw".
 (module
   (import "wapc" "__guest_response" (func $guest_response (param i32 i32)))
 

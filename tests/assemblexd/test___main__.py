@@ -194,7 +194,7 @@ def test_run_help_mentions_every_flag(capsys: pytest.CaptureFixture[str]) -> Non
         assert flag in out
     assert "$PORT" in out
     assert "--call-token" in out
-    assert "not yet active" not in out  # every flag of DESIGN.md's CLI works now
+    assert "not yet active" not in out  # every flag of the CLI works now
 
 
 def test_listening_beyond_loopback_needs_a_key_or_insecure() -> None:
