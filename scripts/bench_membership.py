@@ -24,7 +24,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 FAILURES = (0.0, 0.5, 0.8, 0.9, 0.95)
 # The HyParView paper (DSN 2007; 10,000 nodes, active 5 / passive 30), summed up: reliability
-# about 100% up to 80-90% failed, about 90% at 95%; healing in 1-2 rounds below 80%. "-" where that summary gives no figure.
+# about 100% up to 80-90% failed, about 90% at 95%; healing in 1-2 rounds below 80%. "-" where
+# that summary gives no figure.
 PAPER = {0.0: ("1.00", "-"), 0.5: ("~1.00", "1-2"), 0.8: ("~1.00", "-"),
          0.9: ("~0.9-1.0", "-"), 0.95: ("~0.90", "-")}  # fmt: skip
 
