@@ -6,7 +6,6 @@ import contextlib
 import struct
 
 import pytest
-from crdt_sim import canonical
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,6 +22,7 @@ from crdt import (
 )
 from crdt._codec import decode_delta, decode_digest, encode_delta, encode_digest
 from crdt._types import MAX_INT, CtrEntry, Delta, LWWRegister
+from crdt.testing import canonical
 
 texts = st.text(max_size=8)
 node_ids = st.text(min_size=1, max_size=6)

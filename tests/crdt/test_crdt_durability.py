@@ -12,11 +12,11 @@ import zlib
 from pathlib import Path
 
 import pytest
-from crdt_sim import FakeClock, canonical, exchange
 
 import crdt._log
 import crdt._replica
 from crdt import ClosedError, DamagedLogError, Replica, StorageError
+from crdt.testing import FakeClock, canonical, exchange
 
 REPO = Path(__file__).resolve().parents[2]
 

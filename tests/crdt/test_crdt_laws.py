@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from crdt_sim import FakeClock, canonical
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crdt import GCounter, LWWRegister, Replica
+from crdt.testing import FakeClock, canonical
 
 nodes = st.sampled_from(["a", "b", "c"])
 # Small ranges so that ties on the stamp, and even on (stamp, node), are common.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from crdt_sim import FakeClock, canonical, exchange, full_exchange
 
 from crdt import (
     ClosedError,
@@ -17,6 +16,7 @@ from crdt import (
 )
 from crdt._codec import encode_delta
 from crdt._types import Delta
+from crdt.testing import FakeClock, canonical, exchange, full_exchange
 
 
 def test_registers_and_counters() -> None:

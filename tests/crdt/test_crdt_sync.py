@@ -7,7 +7,6 @@ import random
 from typing import Any
 
 import pytest
-from crdt_sim import FakeClock, SimNet, canonical, full_exchange
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +21,7 @@ from crdt import (
     SyncRequest,
     SyncResponse,
 )
+from crdt.testing import FakeClock, SimNet, canonical, full_exchange
 
 KEYS = ["k1", "k2", "k3"]
 

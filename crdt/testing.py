@@ -1,7 +1,19 @@
-"""Test doubles for crdt: a settable clock and a simulated network for ``AntiEntropy``.
+"""Test doubles for users of crdt: a settable clock and a simulated network for
+``AntiEntropy``, as trio ships its testing kit.
 
 The network is the only fake: it controls delivery order, duplication and loss from a seeded
-``random.Random``, and carries every message as bytes through the real wire codec.
+``random.Random``, and carries every message as bytes through the real wire codec. The
+project's own tests (``tests/crdt/``) run on it.
+
+    >>> net = SimNet(random.Random(1), drop=0.2)
+    >>> a, b = net.add("a"), net.add("b")
+    >>> net.connect("a", "b")
+    >>> _ = a.set("k", b"v")
+    >>> for _ in range(20):
+    ...     net.tick(1.0)
+    ...     _ = net.deliver()
+    >>> net.converged()
+    True
 """
 
 from __future__ import annotations
@@ -11,15 +23,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from crdt import (
-    DEFAULT_LIMITS,
-    AntiEntropy,
-    Limits,
-    Replica,
-    SyncConfig,
-    decode_message,
-    encode_message,
-)
+from ._replica import Replica
+from ._sync import AntiEntropy, SyncConfig
+from ._types import DEFAULT_LIMITS, Limits
+from ._wire import decode_message, encode_message
+
+__all__ = ["FakeClock", "SimNet", "canonical", "exchange", "full_exchange"]
 
 
 @dataclass
