@@ -22,11 +22,13 @@ from typing import Any
 from .logs import FORMATS
 
 __all__ = [
+    "GROUP_DESCRIPTIONS",
     "MIB",
     "WILDCARD_HOSTS",
     "Config",
     "ConfigError",
     "Flag",
+    "config_values",
     "flags",
     "is_loopback",
     "parse_port",
@@ -128,6 +130,11 @@ def _redis_url(text: str) -> tuple[str, str]:
     return binding, url
 
 
+def _redis_text(value: tuple[str, str]) -> str:
+    binding, url = value
+    return f"{binding}={url}" if binding else url
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in choices:
@@ -150,8 +157,8 @@ class Flag:
     help: str
     """Help text; ``%(default)s`` stands for the field's default."""
     value_type: type = str
-    """Type of one value as typed (str, int, float, Path or bool); a config file's number is
-    accepted where it is int or float."""
+    """Type of one value (str, int, float, Path, bool, or tuple for ``--redis-url``'s
+    (binding, url)); a config file's number is accepted where it is int or float."""
     parse: Callable[[str], Any] | None = None
     """Text to value (None: ``value_type``); raises ValueError with a readable message."""
     metavar: str | None = None
@@ -164,11 +171,17 @@ class Flag:
     switch: bool = False
     """The flag takes no value: giving it sets the field to the opposite of its default."""
     choices: tuple[str, ...] | None = None
+    unparse: Callable[[Any], str] = str
+    """Value back to its text, so that ``parse`` checks a value given in code too."""
 
     @property
     def key(self) -> str:
         """The flag's key in a config file."""
         return self.name.removeprefix("--")
+
+    def text(self, value: Any) -> str:
+        """The text ``convert`` makes ``value`` of."""
+        return self.unparse(value)
 
     def convert(self, text: str) -> Any:
         """One value of the flag from its text. Raises ValueError."""
@@ -418,7 +431,9 @@ class Config:
             "--redis-url",
             "Redis for the 'redis' host namespace: URL is the default connection, NAME=URL a"
             " named one guests select with their binding (repeatable)",
+            value_type=tuple,
             parse=_redis_url,
+            unparse=_redis_text,
             metavar="[NAME=]URL",
             group=_GUESTS,
             repeatable=True,
@@ -654,16 +669,19 @@ class Config:
                 ok = _is_int(one)
             elif flag.value_type is float:
                 ok = _is_number(one)
-            elif f.name == "redis_urls":
-                ok = isinstance(one, tuple) and len(one) == 2
-                one = "=".join(one) if one[0] else one[1]
+            elif flag.value_type is tuple:
+                ok = (
+                    isinstance(one, tuple)
+                    and len(one) == 2
+                    and all(isinstance(x, str) for x in one)
+                )
             else:
                 ok = isinstance(one, flag.value_type)
             if not ok:
                 raise ConfigError(f"{flag.name}: expected {flag.value_type.__name__}, got {one!r}")
             if flag.parse is not None:
                 try:
-                    flag.parse(str(one))
+                    flag.parse(flag.text(one))
                 except ValueError as e:
                     raise ConfigError(f"{flag.name}: {e}") from None
 

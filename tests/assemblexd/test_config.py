@@ -46,6 +46,8 @@ def run_config(*argv: str, environ: dict[str, str] | None = None) -> Config:
         ({"join": ("https://10.0.0.2:4000",)}, "needs --tls-cert and --tls-key"),
         ({"advertise": "node1:4000"}, "--advertise node1:4000: give http://HOST:PORT"),
         ({"redis_urls": (("", "redis://x"), ("", "redis://y"))}, "twice for the default"),
+        ({"redis_urls": ("redis://x",)}, "--redis-url: expected tuple, got 'redis://x'"),
+        ({"redis_urls": (("a", "not-a-url"),)}, "--redis-url: expected URL or NAME=URL"),
     ],
 )
 def test_a_config_built_in_code_is_checked(changes: dict[str, Any], message: str) -> None:
