@@ -171,7 +171,7 @@ def native_server(port: int, redis_url: str) -> int:
         app.router.add_get("/healthz", healthz)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        # The daemon's listen backlog too (assemblexd/__main__.py): 1024 connections arrive at once.
+        # The daemon's listen backlog too (assemblexd/serve.py): 1024 connections arrive at once.
         await web.TCPSite(runner, "127.0.0.1", port, backlog=4096).start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -541,6 +541,8 @@ _PLUMBING = (
     "(asyncio/events.py)",
     "(<frozen runpy>)",
     "(assemblexd/__main__.py)",
+    "(assemblexd/commands.py)",
+    "(assemblexd/serve.py)",
     "(bench_seed.py)",
     "(threading.py)",
 )

@@ -12,6 +12,7 @@ import trustme
 
 from assemblexd import __main__ as cli
 from assemblexd import config as cli_config
+from assemblexd import render
 from assemblexd.__main__ import build_parser, config_from_args, main
 from assemblexd.config import Config
 
@@ -361,18 +362,23 @@ def test_deploy_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "nope.wasm" in capsys.readouterr().err
 
 
+def format_status(data: dict[str, Any]) -> str:
+    """The terminal status of ``data``, a /status answer."""
+    return render.format_status(render.Status.from_json(data))
+
+
 def test_format_apps() -> None:
     apps: list[dict[str, Any]] = [
         {"name": "echo", "version": 3, "size": 120, "sha256": "ab" * 32, "capabilities": ["host"]},
     ]
-    text = cli._format_apps(apps)
+    text = render.format_apps([render.AppRow.from_json(a) for a in apps])
     assert text.splitlines()[0].split() == ["NAME", "VERSION", "SIZE", "SHA256", "CAPABILITIES"]
     assert text.splitlines()[1].split() == ["echo", "3", "120", "ab" * 6, "host"]
-    assert cli._format_apps([]) == "no apps deployed"
+    assert render.format_apps([]) == "no apps deployed"
 
 
 def test_format_status() -> None:
-    text = cli._format_status(
+    text = format_status(
         {
             "node": {"id": "abc", "name": "n1", "url": "http://127.0.0.1:4000"},
             "active": [],
@@ -399,12 +405,12 @@ def test_format_status() -> None:
 
 
 def test_format_status_tolerates_missing_fields() -> None:
-    assert cli._format_status({}).splitlines()[0] == "node       ?"
+    assert format_status({}).splitlines()[0] == "node       ?"
 
 
 def test_format_status_draws_the_membership_graph() -> None:
     ids = {"n0": "a" * 16, "n1": "b" * 16, "n2": "c" * 16}
-    text = cli._format_status(
+    text = format_status(
         {
             "node": {"id": ids["n0"], "name": "n0", "url": "http://127.0.0.1:4000"},
             "active": [{"id": ids["n1"], "address": "ws://127.0.0.1:4001/peer"}],
@@ -456,7 +462,7 @@ def test_format_status_draws_the_membership_graph() -> None:
 
 
 def test_format_status_member_without_neighbours() -> None:
-    text = cli._format_status(
+    text = format_status(
         {"node": {"id": "x"}, "members": [{"id": "x", "name": "solo", "active": []}]}
     )
     assert text.splitlines()[-2].split() == ["*", "solo", "-", "?", "->", "(no", "neighbours)"]
