@@ -64,6 +64,10 @@ NODE = web.AppKey("node", Node)
 BLOB_GUARD = web.AppKey("blob_guard", BlobGuard)
 """Checks the proofs of module fetches (set when the node has a cluster key)."""
 
+PeerHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PEER_HANDLER: web.AppKey[PeerHandler] = web.AppKey("peer_handler")
+"""Serves ``GET /peer`` (the cluster layer's ``Cluster.handle_peer``); unset for a node alone."""
+
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 """Valid app names (matched in full)."""
 
@@ -484,11 +488,10 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def peer(request: web.Request) -> web.StreamResponse:
-    cluster = _node(request).cluster
-    if cluster is None:
+    handler = request.app.get(PEER_HANDLER)
+    if handler is None:
         raise web.HTTPServiceUnavailable(reason="this node's cluster layer is not running")
-    response: web.StreamResponse = await cluster.handle_peer(request)
-    return response
+    return await handler(request)
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -499,11 +502,13 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
-def create_app(node: Node) -> web.Application:
+def create_app(node: Node, *, peer_handler: PeerHandler | None = None) -> web.Application:
     """The HTTP application serving ``node``. Does no I/O.
 
     Args:
         node: the node; its ``config`` supplies the token and the size limits.
+        peer_handler: serves ``GET /peer``, the membership channel of peers
+            (``Cluster.handle_peer``); None for a node alone (``/peer`` answers 503).
     """
     config = node.config
     # aiohttp's own cap applies to bodies read whole; the handlers stream against the
@@ -513,6 +518,8 @@ def create_app(node: Node) -> web.Application:
         middlewares=[connection_middleware, error_middleware], client_max_size=max_body
     )
     app[NODE] = node
+    if peer_handler is not None:
+        app[PEER_HANDLER] = peer_handler
     if config.cluster_key:
         app[BLOB_GUARD] = BlobGuard(node.id, config.cluster_key, config.accepted_cluster_keys)
     app.router.add_post("/deploy", deploy)

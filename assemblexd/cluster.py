@@ -33,6 +33,7 @@ import logging
 import random
 import ssl
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -43,7 +44,8 @@ import membership
 
 from .auth import blob_proof
 from .config import MIB
-from .node import FetchError, Node
+from .node import Node
+from .peers import FetchError, Views
 from .records import AppRecord
 
 __all__ = ["HEARTBEAT", "Cluster", "peer_address"]
@@ -70,10 +72,14 @@ def peer_address(url: str) -> str:
 
 
 class Cluster:
-    """Everything a node does with other nodes. ``async with Cluster(node):`` once it listens.
+    """Everything a node does with other nodes: the node's :class:`~assemblexd.peers.Peers`.
+
+    Made before the node and passed to it (``Node(config, peers=cluster)``), then run with it
+    once the node has opened its store and listens (its ``url`` known):
+    ``async with cluster.running(node):``. Until then it has no peers: modules cannot be
+    fetched (FetchError), ``views()`` is None and ``GET /peer`` is refused (503).
 
     Args:
-        node: the node, its ``url`` set to where it listens.
         sync: the anti-entropy settings (defaults when None).
         ssl: the client context of a node that serves TLS: peers are dialled over ``wss://``
             and modules fetched over ``https://`` with it, and only so. None for a plain node.
@@ -81,10 +87,68 @@ class Cluster:
 
     def __init__(
         self,
-        node: Node,
         *,
         sync: crdt.SyncConfig | None = None,
         ssl: ssl.SSLContext | None = None,
+    ) -> None:
+        self._sync_config = sync
+        self._ssl = ssl
+        self._link: _Link | None = None
+
+    @contextlib.asynccontextmanager
+    async def running(self, node: Node) -> AsyncIterator[Cluster]:
+        """Run this node's membership, the sync of its replica and its member record, until
+        the block exits. ``node`` is running (inside its ``async with``), its ``url`` set to
+        where it listens."""
+        if self._link is not None:
+            raise RuntimeError("this cluster is running already")
+        async with _Link(node, self._sync_config, self._ssl) as link:
+            self._link = link
+            try:
+                yield self
+            finally:
+                self._link = None
+
+    # -- Peers ------------------------------------------------------------------------------
+
+    async def fetch_module(self, record: AppRecord) -> bytes:
+        """The module of ``record`` from a peer: its origin first, then any other member.
+
+        Raises FetchError.
+        """
+        if self._link is None:
+            raise FetchError(
+                f"module {record.sha256[:12]} is not on this node (the cluster is not running)"
+            )
+        return await self._link.fetch_module(record)
+
+    def views(self) -> Views | None:
+        """(active view, passive view, members); None while the cluster is not running."""
+        return None if self._link is None else self._link.views()
+
+    def peer_read_waits(self) -> dict[str, int]:
+        return {} if self._link is None else self._link.peer_read_waits()
+
+    def apps_changed(self) -> None:
+        """The node runs other versions: its member record is rewritten."""
+        if self._link is not None:
+            self._link.member_dirty.set()
+
+    # -- the HTTP API -----------------------------------------------------------------------
+
+    async def handle_peer(self, request: web.Request) -> web.StreamResponse:
+        """``GET /peer``: a peer's websocket, served as a membership channel."""
+        if self._link is None:
+            raise web.HTTPServiceUnavailable(reason="this node's cluster layer is not running")
+        return await self._link.handle_peer(request)
+
+
+class _Link:
+    """A running cluster: the membership node, the sync of the replica, the member record
+    and the HTTP session modules are fetched with. ``async with _Link(node, ...):``."""
+
+    def __init__(
+        self, node: Node, sync: crdt.SyncConfig | None, ssl: ssl.SSLContext | None
     ) -> None:
         self.node = node
         config = node.config
@@ -107,13 +171,14 @@ class Cluster:
         self._peers: dict[str, membership.Peer] = {}
         self._sent = node.metrics.sync_bytes.labels("sent")
         self._received = node.metrics.sync_bytes.labels("received")
-        self._member_dirty = asyncio.Event()
+        self.member_dirty = asyncio.Event()
+        """Set when this node's member record must be rewritten."""
         self._stack = contextlib.AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
         self._handler = membership.websocket_handler(self.membership.handle_channel)
 
-    async def __aenter__(self) -> Cluster:
+    async def __aenter__(self) -> _Link:
         events = self.membership.events()  # before the node starts: no event is missed
         await self._stack.enter_async_context(self.membership)
         self._session = await self._stack.enter_async_context(
@@ -126,23 +191,18 @@ class Cluster:
         group = await self._stack.enter_async_context(asyncio.TaskGroup())
         for coro in (self._events(events), self._members_loop()):
             self._tasks.append(group.create_task(coro))
-        self.node.fetch_module = self.fetch_module
-        self.node.cluster = self
-        self.node.on_apps_changed.append(self._member_dirty.set)
-        self._member_dirty.set()
+        self.member_dirty.set()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self.node.on_apps_changed.remove(self._member_dirty.set)
-        self.node.fetch_module = None
-        self.node.cluster = None
         for task in self._tasks:
             task.cancel()
         await self._stack.aclose()
 
     async def handle_peer(self, request: web.Request) -> web.StreamResponse:
         """``GET /peer``: a peer's websocket, served as a membership channel."""
-        return await self._handler(request)
+        response: web.StreamResponse = await self._handler(request)
+        return response
 
     # -- sync -------------------------------------------------------------------------------
 
@@ -170,14 +230,14 @@ class Cluster:
                 self._peers[peer.id] = peer
                 log.info("neighbour up: %s", peer)
                 await self.sync.add_peer(peer.id)
-                self._member_dirty.set()
+                self.member_dirty.set()
                 self.node.peer_up()
             elif isinstance(event, membership.NeighborDown):
                 peer = event.peer
                 self._peers.pop(peer.id, None)
                 log.info("neighbour down: %s", peer)
                 await self.sync.remove_peer(peer.id)
-                self._member_dirty.set()
+                self.member_dirty.set()
 
     # -- members ----------------------------------------------------------------------------
 
@@ -198,8 +258,8 @@ class Cluster:
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(HEARTBEAT):
-                    await self._member_dirty.wait()
-            self._member_dirty.clear()
+                    await self.member_dirty.wait()
+            self.member_dirty.clear()
             record = self._member_record()
             if record != written or time.time() - last >= HEARTBEAT:
                 data = json.dumps({**record, "updated": time.time()}, sort_keys=True).encode()
@@ -246,7 +306,7 @@ class Cluster:
         status = self.membership.status()
         return {"paced": int(status["paced"]), "held": int(status["held"])}
 
-    def views(self) -> tuple[list[Any], list[Any], list[dict[str, Any]]]:
+    def views(self) -> Views:
         def peers(items: tuple[membership.Peer, ...]) -> list[dict[str, str]]:
             return [{"id": p.id, "address": p.address} for p in items]
 

@@ -55,11 +55,13 @@ async def serve(
         _stop_on_signals(stop)
         if tls is not None:
             _reload_tls_on_sighup(tls, config)
-    async with Node(config) as node:
+    # The node's peers, made now and run below once the node listens (its URL known).
+    cluster = Cluster(ssl=tls.client if tls is not None else None)
+    async with Node(config, peers=cluster) as node:
         # handler_cancellation: a client that goes away cancels its call (the guest stops at
         # the next tick and its instance is dropped) instead of running it to the end.
         runner = GuardedRunner(
-            create_app(node),
+            create_app(node, peer_handler=cluster.handle_peer),
             header_timeout=config.header_timeout,
             max_client_conns=config.max_client_conns,
             keepalive_timeout=KEEPALIVE_TIMEOUT,
@@ -96,7 +98,7 @@ async def serve(
                     " give --advertise URL",
                     url,
                 )
-            async with Cluster(node, ssl=tls.client if tls is not None else None):
+            async with cluster.running(node):
                 await stop.wait()
                 log.info("shutting down")
         finally:

@@ -13,11 +13,14 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import redis
 import wasmtime
+
+from assemblexd.peers import NoPeers
+from assemblexd.records import AppRecord
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WAT_DIR = REPO_ROOT / "guests" / "wat"
@@ -145,3 +148,25 @@ def _wait_for_ping(proc: subprocess.Popen[bytes], url: str, log_path: Path) -> N
             time.sleep(0.05)
     finally:
         client.close()
+
+
+class FakePeers(NoPeers):
+    """The peers of a node in an in-process test (``Node(config, peers=FakePeers())``).
+
+    ``fetch``, once set, gives the modules the node asks its peers for (until then there are
+    none, as for a node alone); ``on_apps_changed`` is called whenever the node tells its peers
+    it runs other versions.
+    """
+
+    def __init__(self) -> None:
+        self.fetch: Callable[[AppRecord], Awaitable[bytes]] | None = None
+        self.on_apps_changed: list[Callable[[], None]] = []
+
+    async def fetch_module(self, record: AppRecord) -> bytes:
+        if self.fetch is None:
+            return await super().fetch_module(record)
+        return await self.fetch(record)
+
+    def apps_changed(self) -> None:
+        for callback in list(self.on_apps_changed):
+            callback()

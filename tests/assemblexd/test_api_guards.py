@@ -23,6 +23,7 @@ from helpers import WAT_DIR
 from assemblexd.api import NODE, create_app
 from assemblexd.config import Config
 from assemblexd.node import Node
+from assemblexd.peers import NoPeers
 
 Wat = Callable[[str], bytes]
 MakeClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
@@ -35,13 +36,15 @@ PEER_ADDRESS = "ws://10.9.8.7:4123/peer"
 PEER_URL = "http://10.9.8.7:4123"
 
 
-class FakeCluster:
-    """The views of a node with one peer, as the cluster layer reports them."""
+class FakeCluster(NoPeers):
+    """The views of a node with one peer, as the cluster layer reports them (``node`` is set
+    once the node is made, as ``Cluster.running(node)`` gives it the real one)."""
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(self) -> None:
+        self.node: Node | None = None
 
     def views(self) -> tuple[list[Any], list[Any], list[dict[str, Any]]]:
+        assert self.node is not None
         me = {"id": self.node.id, "name": self.node.name, "url": self.node.url}
         peer = {"id": PEER_ID, "name": "peer", "url": PEER_URL}
         return (
@@ -52,12 +55,6 @@ class FakeCluster:
                 {**peer, "active": [self.node.id], "apps": {}, "alive": True},
             ],
         )
-
-    async def handle_peer(self, request: Any) -> Any:
-        raise NotImplementedError
-
-    def peer_read_waits(self) -> dict[str, int]:
-        return {}
 
 
 def config(tmp_path: Path, **changes: Any) -> Config:
@@ -73,8 +70,9 @@ async def make(
     async with contextlib.AsyncExitStack() as stack:
 
         async def start(**changes: Any) -> Client:
-            node = await stack.enter_async_context(Node(config(tmp_path, **changes)))
-            node.cluster = FakeCluster(node)
+            peers = FakeCluster()
+            node = await stack.enter_async_context(Node(config(tmp_path, **changes), peers=peers))
+            peers.node = node
             return await aiohttp_client(create_app(node))
 
         yield start

@@ -91,4 +91,4 @@ async def test_call_chain_that_loops(node: Node, wat: Wat) -> None:
     exc = await beside_echo(node, node.call("recursion", "main", b"x" * 1000), "call loop")
     assert isinstance(exc, GuestError)
     assert "depth limit" in str(exc)
-    assert node._apps["recursion"].pool.busy == 0
+    assert node.supervisors.loaded["recursion"].pool.busy == 0

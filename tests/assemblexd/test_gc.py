@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import FakePeers
 
 from assemblexd import _wasm
 from assemblexd.__main__ import build_parser, config_from_args, main
@@ -196,11 +197,12 @@ async def test_a_redeploy_of_collected_bytes_stores_them_again(tmp_path: Path, w
 
 async def test_a_version_still_running_is_kept(tmp_path: Path, wat: Wat) -> None:
     """The record is gone but the node has not unloaded the app yet: its module stays."""
-    async with Node(config(tmp_path)) as node:
+    peers = FakePeers()
+    async with Node(config(tmp_path), peers=peers) as node:
         await node.deploy("app", wat("echo"))
         age_all(node)
         unloaded = asyncio.Event()
-        node.on_apps_changed.append(unloaded.set)
+        peers.on_apps_changed.append(unloaded.set)
         # A tombstone merged from elsewhere: the node unloads the app once its watcher runs.
         node.replica.delete(record_key("app"))
         assert node.running() == {"app": 1}
@@ -235,7 +237,7 @@ async def test_compiled_modules_of_another_wasmtime_are_removed(
 async def test_a_collected_module_deployed_elsewhere_is_fetched(tmp_path: Path, wat: Wat) -> None:
     async with (
         Node(config(tmp_path / "a", name="a")) as a,
-        Node(config(tmp_path / "b", name="b")) as b,
+        Node(config(tmp_path / "b", name="b"), peers=(b_peers := FakePeers())) as b,
     ):
         fetched: list[str] = []
 
@@ -243,7 +245,7 @@ async def test_a_collected_module_deployed_elsewhere_is_fetched(tmp_path: Path, 
             fetched.append(record.sha256)
             return a.storage.read_blob(record.sha256)
 
-        b.fetch_module = fetch_from_a
+        b_peers.fetch = fetch_from_a
         await b.deploy("old", wat("echo"))
         await b.undeploy("old")
         age_all(b)
@@ -251,7 +253,7 @@ async def test_a_collected_module_deployed_elsewhere_is_fetched(tmp_path: Path, 
         assert blobs(b) == set()
 
         changed = asyncio.Event()
-        b.on_apps_changed.append(changed.set)
+        b_peers.on_apps_changed.append(changed.set)
         await a.deploy("new", wat("echo"))
         b.replica.merge(a.replica.delta(b.replica.digest()))
         async with asyncio.timeout(5):

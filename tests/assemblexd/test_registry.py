@@ -10,8 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import FakePeers
 
-from assemblexd import node as node_module
+from assemblexd import apps as apps_module
 from assemblexd.config import Config
 from assemblexd.errors import BadRequest, UnknownApp
 from assemblexd.node import Node
@@ -29,14 +30,20 @@ def sync(a: Node, b: Node) -> None:
 async def until(node: Node, predicate: Callable[[], bool], limit: float = 5.0) -> None:
     """Wait until ``predicate()`` holds, re-checked whenever ``node`` changes what it runs."""
     changed = asyncio.Event()
-    node.on_apps_changed.append(changed.set)
+    peers(node).on_apps_changed.append(changed.set)
     try:
         async with asyncio.timeout(limit):
             while not predicate():
                 await changed.wait()
                 changed.clear()
     finally:
-        node.on_apps_changed.remove(changed.set)
+        peers(node).on_apps_changed.remove(changed.set)
+
+
+def peers(node: Node) -> FakePeers:
+    """The fake peers ``node`` was made with."""
+    assert isinstance(node.peers, FakePeers)
+    return node.peers
 
 
 async def test_versions_and_rollback(tmp_path: Path, wat: Wat) -> None:
@@ -67,8 +74,8 @@ async def test_history_is_bounded(tmp_path: Path, wat: Wat) -> None:
 
 async def test_a_deploy_elsewhere_is_followed(tmp_path: Path, wat: Wat) -> None:
     async with (
-        Node(Config(data_dir=tmp_path / "a", name="a")) as a,
-        Node(Config(data_dir=tmp_path / "b", name="b")) as b,
+        Node(Config(data_dir=tmp_path / "a", name="a"), peers=FakePeers()) as a,
+        Node(Config(data_dir=tmp_path / "b", name="b"), peers=FakePeers()) as b,
     ):
         fetched: list[str] = []
 
@@ -76,8 +83,8 @@ async def test_a_deploy_elsewhere_is_followed(tmp_path: Path, wat: Wat) -> None:
             fetched.append(record.sha256)
             return a.storage.read_blob(record.sha256)
 
-        b.fetch_module = fetch_from_a
-        a.fetch_module = lambda r: _read(b, r)
+        peers(b).fetch = fetch_from_a
+        peers(a).fetch = lambda r: _read(b, r)
         await a.deploy("echo", wat("echo"))
         sync(a, b)
         await until(b, lambda: b.running() == {"echo": 1})
@@ -101,28 +108,29 @@ async def test_a_deploy_elsewhere_is_followed(tmp_path: Path, wat: Wat) -> None:
 
 async def test_concurrent_deploys_converge(tmp_path: Path, wat: Wat) -> None:
     async with (
-        Node(Config(data_dir=tmp_path / "a", name="a")) as a,
-        Node(Config(data_dir=tmp_path / "b", name="b")) as b,
+        Node(Config(data_dir=tmp_path / "a", name="a"), peers=FakePeers()) as a,
+        Node(Config(data_dir=tmp_path / "b", name="b"), peers=FakePeers()) as b,
     ):
-        a.fetch_module = lambda r: _read(b, r)
-        b.fetch_module = lambda r: _read(a, r)
+        peers(a).fetch = lambda r: _read(b, r)
+        peers(b).fetch = lambda r: _read(a, r)
         ra = await a.deploy("app", wat("echo"))
         rb = await b.deploy("app", wat("host_echo"))
         assert ra.version == rb.version == 1
         sync(a, b)
         assert a.app("app") == b.app("app")
         winner = a.app("app")
-        await until(a, lambda: a._apps["app"].record.sha256 == winner.sha256)
-        await until(b, lambda: b._apps["app"].record.sha256 == winner.sha256)
+        await until(a, lambda: a.supervisors.loaded["app"].record.sha256 == winner.sha256)
+        await until(b, lambda: b.supervisors.loaded["app"].record.sha256 == winner.sha256)
         assert a.registry.version("app") == b.registry.version("app") == 2
         # The losing deploy was acknowledged too: its node puts it into the winner's history,
         # without changing what runs (same pools, no reload).
         loser, loser_node = (ra, a) if winner.sha256 == rb.sha256 else (rb, b)
-        pools = {a._apps["app"].pool, b._apps["app"].pool}
-        await loser_node._reconcile_once("app")  # as its watcher does on the record change
+        pools = {a.supervisors.loaded["app"].pool, b.supervisors.loaded["app"].pool}
+        # As its watcher does on the record change:
+        await loser_node.supervisors.reconcile_once("app")
         sync(a, b)
         for node in (a, b):
-            await node._reconcile_once("app")
+            await node.supervisors.reconcile_once("app")
             record = node.app("app")
             assert (record.version, record.sha256, record.origin) == (
                 winner.version,
@@ -130,8 +138,8 @@ async def test_concurrent_deploys_converge(tmp_path: Path, wat: Wat) -> None:
                 winner.origin,
             )
             assert record.history == (dataclasses.replace(loser, history=(), seen=()),)
-            assert node._apps["app"].record == record
-        assert {a._apps["app"].pool, b._apps["app"].pool} == pools
+            assert node.supervisors.loaded["app"].record == record
+        assert {a.supervisors.loaded["app"].pool, b.supervisors.loaded["app"].pool} == pools
         # ... and it can be rolled back to.
         back = await a.rollback("app")
         assert (back.version, back.sha256) == (3, loser.sha256)
@@ -141,11 +149,11 @@ async def test_a_deploy_that_lost_to_an_undeploy_is_not_brought_back(
     tmp_path: Path, wat: Wat
 ) -> None:
     async with (
-        Node(Config(data_dir=tmp_path / "a", name="a")) as a,
-        Node(Config(data_dir=tmp_path / "b", name="b")) as b,
+        Node(Config(data_dir=tmp_path / "a", name="a"), peers=FakePeers()) as a,
+        Node(Config(data_dir=tmp_path / "b", name="b"), peers=FakePeers()) as b,
     ):
-        a.fetch_module = lambda r: _read(b, r)
-        b.fetch_module = lambda r: _read(a, r)
+        peers(a).fetch = lambda r: _read(b, r)
+        peers(b).fetch = lambda r: _read(a, r)
         await a.deploy("app", wat("echo"))
         sync(a, b)
         await until(b, lambda: b.running() == {"app": 1})
@@ -154,7 +162,7 @@ async def test_a_deploy_that_lost_to_an_undeploy_is_not_brought_back(
         await b.undeploy("app")  # the later write: it wins
         sync(a, b)
         await until(a, lambda: a.running() == {})
-        await a._reconcile_once("app")  # as its watcher does on the record change
+        await a.supervisors.reconcile_once("app")  # as its watcher does on the record change
         sync(a, b)
         for node in (a, b):
             with pytest.raises(UnknownApp):
@@ -168,14 +176,14 @@ async def _read(node: Node, record: AppRecord) -> bytes:
 
 async def test_a_module_nobody_has_is_retried(tmp_path: Path, wat: Wat) -> None:
     async with (
-        Node(Config(data_dir=tmp_path / "a", name="a")) as a,
-        Node(Config(data_dir=tmp_path / "b", name="b")) as b,
+        Node(Config(data_dir=tmp_path / "a", name="a"), peers=FakePeers()) as a,
+        Node(Config(data_dir=tmp_path / "b", name="b"), peers=FakePeers()) as b,
     ):
         await a.deploy("echo", wat("echo"))
         sync(a, b)  # b has the record but no way to fetch the module yet
         await asyncio.sleep(0.2)
         assert b.running() == {}
-        b.fetch_module = lambda r: _read(a, r)
+        peers(b).fetch = lambda r: _read(a, r)
         await until(b, lambda: b.running() == {"echo": 1}, limit=10)
 
 
@@ -184,16 +192,16 @@ async def test_a_peer_that_comes_up_cuts_the_fetch_backoff_short(
 ) -> None:
     """The only node with a module was away; when a peer comes up, the supervisors waiting
     to retry a fetch retry at once rather than at the end of their backoff (here 60 s)."""
-    monkeypatch.setattr(node_module, "RETRY_FIRST", 60.0)
+    monkeypatch.setattr(apps_module, "RETRY_FIRST", 60.0)
     async with (
-        Node(Config(data_dir=tmp_path / "a", name="a")) as a,
-        Node(Config(data_dir=tmp_path / "b", name="b")) as b,
+        Node(Config(data_dir=tmp_path / "a", name="a"), peers=FakePeers()) as a,
+        Node(Config(data_dir=tmp_path / "b", name="b"), peers=FakePeers()) as b,
     ):
         await a.deploy("echo", wat("echo"))
         sync(a, b)  # b has the record but cannot fetch the module: it backs off for 60 s
         await asyncio.sleep(0.2)
         assert b.running() == {}
-        b.fetch_module = lambda r: _read(a, r)
+        peers(b).fetch = lambda r: _read(a, r)
         b.peer_up()
         await until(b, lambda: b.running() == {"echo": 1}, limit=10)
 
@@ -212,10 +220,10 @@ async def test_restart_serves_from_disk(tmp_path: Path, wat: Wat) -> None:
 async def test_a_record_whose_counter_bump_never_came_is_run(tmp_path: Path, wat: Wat) -> None:
     """The writer died between the record and the counter: the others run the record anyway."""
     async with (
-        Node(Config(data_dir=tmp_path / "a", name="a")) as a,
-        Node(Config(data_dir=tmp_path / "b", name="b")) as b,
+        Node(Config(data_dir=tmp_path / "a", name="a"), peers=FakePeers()) as a,
+        Node(Config(data_dir=tmp_path / "b", name="b"), peers=FakePeers()) as b,
     ):
-        b.fetch_module = lambda r: _read(a, r)
+        peers(b).fetch = lambda r: _read(a, r)
         await a.deploy("echo", wat("echo"))
         sync(a, b)
         await until(b, lambda: b.running() == {"echo": 1})
@@ -257,10 +265,10 @@ async def test_a_node_runs_no_more_apps_than_its_limit_whatever_peers_send(
     tmp_path: Path, wat: Wat
 ) -> None:
     async with (
-        Node(Config(data_dir=tmp_path / "a", name="a", max_apps=2)) as a,
-        Node(Config(data_dir=tmp_path / "b", name="b")) as b,
+        Node(Config(data_dir=tmp_path / "a", name="a", max_apps=2), peers=FakePeers()) as a,
+        Node(Config(data_dir=tmp_path / "b", name="b"), peers=FakePeers()) as b,
     ):
-        a.fetch_module = lambda r: _read(b, r)
+        peers(a).fetch = lambda r: _read(b, r)
         for name in ("one", "two", "three"):
             await b.deploy(name, wat("echo"))
         sync(a, b)

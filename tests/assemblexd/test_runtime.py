@@ -85,7 +85,7 @@ async def test_trap_is_reported_and_the_instance_is_not_reused(node: Node, wat: 
     for _ in range(3):
         with pytest.raises(GuestError, match=r"unreachable"):
             await node.call("trap", "main", b"")
-    pool = node._apps["trap"].pool
+    pool = node.supervisors.loaded["trap"].pool
     assert pool.created == 3
     assert pool.idle == 0
     assert node.status()["instances"]["live"] == 0
@@ -146,7 +146,7 @@ async def test_guest_errors_keep_the_instance(node: Node, wat: Wat) -> None:
     for _ in range(3):
         with pytest.raises(GuestError):
             await node.call("error", "main", b"")
-    assert node._apps["error"].pool.created == 1
+    assert node.supervisors.loaded["error"].pool.created == 1
 
 
 async def test_infinite_loop_times_out_and_node_keeps_serving(tmp_path: Path, wat: Wat) -> None:
@@ -161,7 +161,7 @@ async def test_infinite_loop_times_out_and_node_keeps_serving(tmp_path: Path, wa
         assert not spinner.done()
         with pytest.raises(CallTimeout, match=r"more than 0.5s"):
             await spinner
-        assert node._apps["loop"].pool.idle == 0  # a timed-out instance is dropped
+        assert node.supervisors.loaded["loop"].pool.idle == 0  # a timed-out instance is dropped
         assert node._scheduler is not None
         assert node._scheduler.slices > 0
 
@@ -331,13 +331,14 @@ async def test_wasi_poll_oneoff_answers(node: Node, wat: Wat) -> None:
     writable = subscription(9, 2, 1)
     assert await poll(poll_request(*[writable] * 1024)) == (0, [(9, 0, 2, 1)] * 1024)
     assert await poll(poll_request(*[writable] * 1025)) == (28, [])
-    assert node._apps["sleep"].pool.created == 1  # every answer left the instance usable
+    # Every answer left the instance usable:
+    assert node.supervisors.loaded["sleep"].pool.created == 1
     # Subscriptions past the end of the memory: the guest traps (the WASI spec's rule for a
     # bad pointer), and its instance is dropped.
     with pytest.raises(GuestError, match=r"guest trapped: .*out of bounds"):
         await node.call("sleep", "poll", poll_request(subscription(1, 0, 1, 1000, 0), n=3000))
     assert await node.call("sleep", "sleep", b"1") == b"1"
-    assert node._apps["sleep"].pool.created == 2
+    assert node.supervisors.loaded["sleep"].pool.created == 2
 
 
 async def test_wasi_random_get_fills_across_polls(node: Node, wat: Wat) -> None:
@@ -404,7 +405,7 @@ async def test_table_growth_is_bounded_by_max_memory(node16: Node, wat: Wat) -> 
     assert struct.unpack("<ii", answer) == (-1, -1)
     # The refusal is the guest's to handle: the instance is fine and is reused.
     assert struct.unpack("<ii", await node16.call("tables", "main", b"")) == (-1, -1)
-    assert node16._apps["tables"].pool.created == 1
+    assert node16.supervisors.loaded["tables"].pool.created == 1
 
 
 @pytest.mark.parametrize(
@@ -464,7 +465,7 @@ async def test_pool_keeps_at_most_pool_size_idle(tmp_path: Path, wat: Wat) -> No
     async with Node(Config(data_dir=tmp_path, pool_size=2)) as node:
         await node.deploy("sleep", wat("host_sleep"))
         await asyncio.gather(*[node.call("sleep", "main", b"50") for _ in range(6)])
-        pool = node._apps["sleep"].pool
+        pool = node.supervisors.loaded["sleep"].pool
         assert (pool.created, pool.idle, pool.busy) == (6, 2, 0)
         assert node.status()["instances"]["live"] == 2
         await asyncio.gather(*[node.call("sleep", "main", b"1") for _ in range(2)])
@@ -513,7 +514,7 @@ async def test_recursion_to_the_depth_limit(tmp_path: Path, wat: Wat) -> None:
         with pytest.raises(GuestError, match=r"depth limit \(8\)"):
             await node.call("recursion", "main", b"x" * 9)
         # Each level held its own instance and gave it back.
-        assert node._apps["recursion"].pool.busy == 0
+        assert node.supervisors.loaded["recursion"].pool.busy == 0
 
 
 async def test_kv_namespace(node: Node, wat: Wat) -> None:

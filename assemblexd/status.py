@@ -1,0 +1,102 @@
+"""What a node shows of itself: the ``/status`` document and the ``/metrics`` exposition."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .apps import Supervisors
+from .hostfuncs import KVQuota
+from .metrics import Metrics
+from .peers import Peers
+from .pool import InstanceCap
+from .registry import Registry
+
+__all__ = ["Status"]
+
+
+class Status:
+    """Reads a node's parts into ``/status`` and ``/metrics``.
+
+    Args:
+        registry: the apps deployed (cluster-wide, as this node's store knows them).
+        supervisors: what this node runs of them.
+        cap: the node's instance cap.
+        peers: the views and members this node knows.
+        metrics: the node's metrics.
+        kv_quota: each app's key-value usage.
+        started_at: when the node started (``time.time()``).
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        supervisors: Supervisors,
+        cap: InstanceCap,
+        peers: Peers,
+        metrics: Metrics,
+        kv_quota: KVQuota,
+        started_at: float,
+    ) -> None:
+        self._registry = registry
+        self._supervisors = supervisors
+        self._cap = cap
+        self._peers = peers
+        self._metrics = metrics
+        self._kv_quota = kv_quota
+        self._started_at = started_at
+
+    def status(self, me: dict[str, Any]) -> dict[str, Any]:
+        """JSON-ready: this node (``me``: its id, name and URL), its views, the members it
+        knows (the graph), the apps."""
+        views = self._peers.views()
+        if views is not None:
+            active, passive, members = views
+        else:
+            active, passive = [], []
+            members = [{**me, "active": [], "apps": self._supervisors.running()}]
+        loaded_apps = self._supervisors.loaded
+        apps = []
+        for record in self._registry.records():
+            loaded = loaded_apps.get(record.name)
+            apps.append(
+                {
+                    **record.to_json(history=False),
+                    "history": [h.version for h in record.history],
+                    "running": loaded.record.version if loaded else None,
+                    "versions": {
+                        m["name"]: m["apps"][record.name]
+                        for m in members
+                        if record.name in m.get("apps", {})
+                    },
+                    "pool": {
+                        "idle": loaded.pool.idle if loaded else 0,
+                        "busy": loaded.pool.busy if loaded else 0,
+                    },
+                }
+            )
+        return {
+            "node": me,
+            "active": active,
+            "passive": passive,
+            "members": members,
+            "apps": apps,
+            "instances": {"live": self._cap.live, "limit": self._cap.limit},
+            "uptime": time.time() - self._started_at,
+        }
+
+    def metrics_text(self) -> bytes:
+        """Prometheus text exposition."""
+        metrics = self._metrics
+        metrics.instances_live.set(self._cap.live)
+        views = self._peers.views()
+        if views is not None:
+            active, passive, _ = views
+            metrics.view_size.labels("active").set(len(active))
+            metrics.view_size.labels("passive").set(len(passive))
+        for name, app in self._supervisors.loaded.items():
+            metrics.pool_idle.labels(name).set(app.pool.idle)
+            keys, size = self._kv_quota.usage(name)
+            metrics.kv_keys.labels(name).set(keys)
+            metrics.kv_bytes.labels(name).set(size)
+        return metrics.render()
