@@ -23,8 +23,6 @@ from typing import Any, Protocol
 
 import crdt
 
-from . import _wasm
-from ._wasm import CompiledModule, Engine, Instance, ModuleError, WasmTrap
 from .config import MIB, Config
 from .errors import (
     BadRequest,
@@ -36,13 +34,25 @@ from .errors import (
     PayloadTooLarge,
     UnknownApp,
 )
-from .hostfuncs import Host, KVQuota, ReplicaKV
 from .logs import LineLimiter, guest_line
 from .metrics import Metrics
-from .pool import AppPool, InstanceCap
 from .records import DEFAULT_CAPABILITIES, NAMESPACES, AppRecord
 from .registry import Registry, app_name, counter_key, record_key
-from .scheduler import HostHandler, Scheduler
+from .runtime import (
+    WASMTIME_VERSION,
+    AppPool,
+    CompiledModule,
+    Engine,
+    Host,
+    HostHandler,
+    Instance,
+    InstanceCap,
+    KVQuota,
+    ModuleError,
+    ReplicaKV,
+    Scheduler,
+    WasmTrap,
+)
 from .storage import Collected, Storage, atomic_write
 
 __all__ = ["Node"]
@@ -156,7 +166,7 @@ class Node:
 
     async def __aenter__(self) -> Node:
         tick = self.config.epoch_tick_ms / 1000
-        self._engine = Engine(tick=tick)
+        self._engine = Engine(tick=tick, log_sink=self._guest_log)
         self._scheduler = Scheduler(
             self._engine,
             workers=self.config.cpu_workers,
@@ -180,7 +190,6 @@ class Node:
             on_host_call=self.metrics.host_call,
             kv_quota=self._kv_quota,
         )
-        _wasm.set_log_sink(self._guest_log)
         # Serve what is on disk at once, before any peer is heard from.
         for name in self._registry.names():
             await self._reconcile_once(name)
@@ -431,7 +440,7 @@ class Node:
 
     async def _load_module(self, sha256: str, wasm: bytes) -> CompiledModule:
         """Compile ``wasm``, through the on-disk cache of compiled modules."""
-        cache = self.storage.compiled_path(sha256, _wasm.WASMTIME_VERSION)
+        cache = self.storage.compiled_path(sha256, WASMTIME_VERSION)
         engine = self.engine
         if cache.exists():
             try:
@@ -642,7 +651,7 @@ class Node:
             self.storage.collect,
             referenced,
             older_than=older_than,
-            runtime=_wasm.WASMTIME_VERSION,
+            runtime=WASMTIME_VERSION,
         )
         m = self.metrics
         m.gc_removed.labels("blob").inc(result.blobs_removed)

@@ -142,7 +142,7 @@ def native_server(port: int, redis_url: str) -> int:
     from aiohttp import web
     from redis.exceptions import RedisError
 
-    from assemblexd.hostfuncs import Host
+    from assemblexd.runtime import Host
 
     async def serve() -> None:
         # The very client the daemon's `redis` namespace builds (class, pool, timeouts, raw

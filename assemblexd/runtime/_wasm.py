@@ -41,13 +41,14 @@ from typing import Any
 import wasmtime
 from wasmtime import _ffi as ffi
 
+from .errors import ModuleError, WasmTrap
+from .future import HostCall, Sleep
 from .wasmbin import Resources, read_resources, rename_imports
 
 __all__ = [
     "HOST_IMPORTS",
     "TABLE_ELEMENT_BYTES",
     "TABLE_SHARE",
-    "WASI_WAIT",
     "WASMTIME_VERSION",
     "CallFuture",
     "CompiledModule",
@@ -140,32 +141,6 @@ _RAW_SIZE = ctypes.sizeof(ffi.wasmtime_val_raw_t)
 _RAW_STRIDE = _RAW_SIZE // 4  # in i32 slots
 
 
-class ModuleError(Exception):
-    """A module does not compile, or does not fit the waPC host."""
-
-
-class WasmTrap(Exception):
-    """A guest trapped (or wasmtime reported an error) while running.
-
-    ``exit_code`` is set when the trap is a WASI ``proc_exit``. ``guest_error`` is the text the
-    guest sent through ``__guest_error`` during that run before it trapped, if any: the SDKs
-    that turn a panic into a trap send the panic's message first.
-    """
-
-    def __init__(
-        self, message: str, exit_code: int | None = None, guest_error: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-        self.guest_error = guest_error
-
-    def describe(self, what: str) -> str:
-        """``what: <trap>``, after the guest's error text if it sent one."""
-        if self.guest_error:
-            return f"{self.guest_error}; {what}: {self}"
-        return f"{what}: {self}"
-
-
 # --------------------------------------------------------------------------------------------
 # Invocations: the state host callbacks work on.
 
@@ -177,11 +152,9 @@ class Invocation:
     """
 
     __slots__ = (
-        "cancelled",
         "cpu_time",
         "fill",
         "guest_error",
-        "host_calls",
         "host_done",
         "host_error",
         "host_ok",
@@ -192,8 +165,6 @@ class Invocation:
         "op",
         "payload",
         "response",
-        "wait",
-        "worker",
     )
 
     def __init__(self, instance: Instance, op: bytes = b"", payload: bytes = b"") -> None:
@@ -204,20 +175,14 @@ class Invocation:
         self.guest_error: bytes | None = None
         self.host_response = b""
         self.host_error = b""
-        # An async host call in flight: (binding, namespace, operation, payload).
-        self.host_request: tuple[str, str, str, bytes] | None = None
+        # What the guest waits on: an async host call in flight, or a WASI sleep.
+        self.host_request: HostCall | Sleep | None = None
         self.host_done = False
         self.host_ok = False
-        self.host_calls = 0
         self.host_results_addr = 0
         self.cpu_time = 0.0
-        self.cancelled = False
-        # Seconds to wait when ``host_request`` is WASI_WAIT (a WASI poll_oneoff).
-        self.wait = 0.0
         # A WASI random_get in progress: the guest addresses still to fill, [start, end).
         self.fill = (0, 0)
-        # The worker-thread slice polling this invocation now, if any (the scheduler's).
-        self.worker: Any = None
 
     def complete_host_call(self, ok: bool, data: bytes) -> None:
         """Store the outcome of ``host_request``; the next poll resumes the guest with it."""
@@ -230,12 +195,10 @@ class Invocation:
 
 
 _tls = threading.local()
-_log_sink: list[Callable[[Instance, bytes], None]] = []
 
-
-def set_log_sink(sink: Callable[[Instance, bytes], None]) -> None:
-    """Where ``__console_log`` lines go (one process-wide sink; the node sets it)."""
-    _log_sink[:] = [sink]
+LogSink = Callable[["Instance", bytes], None]
+"""Where an engine's ``__console_log`` lines go: ``sink(instance, line)``, on the thread
+running the guest (the loop or a worker). Given to :class:`Engine`."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -353,7 +316,8 @@ def _host_error(inv: Invocation, v: Any) -> None:
 
 def _console_log(inv: Invocation, v: Any) -> None:
     line = _read(inv, v[0], v[S])
-    for sink in _log_sink:
+    sink = inv.instance.log_sink
+    if sink is not None:
         sink(inv.instance, line)
 
 
@@ -510,13 +474,10 @@ _HOST_CALL = _AsyncCallback(_host_call)
 # time.Sleep, nanosleep). wasmtime's own would block the polling thread (the event loop, or a
 # worker) for the whole wait, where no epoch tick can reach it; this one is an async host
 # function like __host_call: it writes the events the guest will see, and if it must wait, it
-# records the wait as the invocation's host request (WASI_WAIT) and parks the guest until the
+# records the wait as the invocation's host request (a Sleep) and parks the guest until the
 # scheduler has slept on the loop. Semantics follow wasmtime's (wasmtime-wasi preview1): with
 # nothing open but the empty stdin and the discarding stdout and stderr, every fd
 # subscription is ready at once, so only clocks wait.
-
-WASI_WAIT: tuple[str, str, str, bytes] = ("", "wasi_snapshot_preview1", "poll_oneoff", b"")
-"""``Invocation.host_request`` while the guest waits in poll_oneoff (``Invocation.wait``)."""
 
 _ERRNO_BADF, _ERRNO_INVAL = 8, 28
 _SUBSCRIPTION = struct.Struct("<QB7x")  # userdata, tag; the union follows at 16
@@ -610,8 +571,7 @@ def _poll_oneoff(
         c_int32.from_address(results + _VAL_OF).value = errno
         inv.host_results_addr = 0  # the continuation has nothing to write
         if wait > 0:
-            inv.wait = wait / 1e9
-            inv.host_request = WASI_WAIT
+            inv.host_request = Sleep(wait / 1e9)
             inv.host_done = False
         else:
             inv.host_request = None
@@ -751,7 +711,10 @@ def _functype(params: int, results: int) -> wasmtime.FuncType:
 class Engine:
     """The node's wasmtime engine and the linker that offers the waPC host to every module."""
 
-    def __init__(self, tick: float = 0.002) -> None:
+    def __init__(self, tick: float = 0.002, log_sink: LogSink | None = None) -> None:
+        """``tick``: seconds between epoch ticks. ``log_sink``: where the guests'
+        ``__console_log`` lines go (dropped without one)."""
+        self.log_sink = log_sink
         config = wasmtime.Config()
         config.epoch_interruption = True
         config.memory_may_move = False
@@ -1028,6 +991,8 @@ def _mib(n: int) -> str:
 class CallFuture:
     """One async call into wasm (or an instantiation). Poll until done, then ``finish()``.
 
+    What the scheduler uses of it is the :class:`~assemblexd.runtime.future.CallFuture`
+    protocol; the node also reads the guest's response and error text on ``invocation``.
     Its out-parameters (trap, error, result) live in the instance: a store runs one future at
     a time, so they are allocated once per instance instead of once per call.
     """
@@ -1051,6 +1016,25 @@ class CallFuture:
             return bool(_poll(self._ptr))
         finally:
             inv.cpu_time += time.perf_counter() - t0
+
+    @property
+    def pending(self) -> HostCall | Sleep | None:
+        """The host call or WASI sleep the guest waits on, until it is answered."""
+        inv = self.invocation
+        return None if inv.host_done else inv.host_request
+
+    def resume(self, ok: bool, data: bytes, *, rearm: bool) -> None:
+        """Answer the pending host call (or sleep); the next poll resumes the guest."""
+        self.invocation.complete_host_call(ok, data)
+        if rearm:
+            self.invocation.instance.rearm()
+
+    @property
+    def guest_time(self) -> float:
+        return self.invocation.cpu_time
+
+    def poison(self) -> None:
+        self.invocation.instance.poisoned = True
 
     def finish(self) -> int:
         """Release the future; return the i32 result, or raise WasmTrap."""
@@ -1123,6 +1107,7 @@ class Instance:
         "compiled",
         "ctx",
         "instance",
+        "log_sink",
         "memory",
         "memory_addr",
         "memory_base",
@@ -1136,6 +1121,7 @@ class Instance:
     def __init__(self, engine: Engine, compiled: CompiledModule, max_memory: int, tag: Any) -> None:
         self.compiled = compiled
         self.tag = tag
+        self.log_sink = engine.log_sink
         self.store = wasmtime.Store(engine.engine)
         limits = compiled.limits(max_memory)
         self.store.set_limits(
