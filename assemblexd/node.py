@@ -94,7 +94,7 @@ class LoadedApp:
     """An app version this node can run now."""
 
     record: AppRecord
-    pool: AppPool
+    pool: AppPool[Instance, CompiledModule]
     host: HostHandler
     """Host functions bound to this app, for calls at depth 0."""
     metrics: Metrics
@@ -148,7 +148,7 @@ class Node:
         self._peer_up = asyncio.Event()
         self._deploy_lock = asyncio.Lock()
         self._app_locks: dict[str, asyncio.Lock] = {}
-        self._cap = InstanceCap(config.max_instances)
+        self._cap: InstanceCap[Instance] = InstanceCap(config.max_instances)
         self._log_limiter = LineLimiter(config.guest_log_rate, 10 * config.guest_log_rate)
         self._engine: Engine | None = None
         self._scheduler: Scheduler | None = None

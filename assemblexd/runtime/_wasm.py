@@ -834,6 +834,10 @@ class Engine:
         inits = tuple(n for n in ("_initialize", "_start", "wapc_init") if n in exports)
         return CompiledModule(module, pre, wasi, inits, resources)
 
+    def new_instance(self, compiled: CompiledModule, max_memory: int, tag: object) -> Instance:
+        """A new instance of ``compiled`` in a store of its own (see :class:`Instance`)."""
+        return Instance(self, compiled, max_memory, tag)
+
     def close(self) -> None:
         self.ticker.close()
 
@@ -1118,7 +1122,9 @@ class Instance:
         "wasi_clock",
     )
 
-    def __init__(self, engine: Engine, compiled: CompiledModule, max_memory: int, tag: Any) -> None:
+    def __init__(
+        self, engine: Engine, compiled: CompiledModule, max_memory: int, tag: object
+    ) -> None:
         self.compiled = compiled
         self.tag = tag
         self.log_sink = engine.log_sink
