@@ -19,7 +19,7 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Protocol
 
 import msgpack
 import redis.asyncio as aioredis
@@ -409,22 +409,23 @@ class Host:
             raise HostError(f"redis: bad command name {op!r}")
         if command in DENIED:
             raise HostError(f"redis: command {command} is not allowed")
-        args: list[Any]
+        args: list[bytes | int | float]
         if not payload:
             args = []
         elif command in ONE_ARGUMENT:
             args = [payload]
         else:
             try:
-                args = msgpack.unpackb(payload, raw=True)
+                unpacked: object = msgpack.unpackb(payload, raw=True)
             except Exception:
-                args = None  # type: ignore[assignment]
-            if not isinstance(args, list) or not all(
-                isinstance(a, bytes | int | float) for a in args
+                unpacked = None
+            if not isinstance(unpacked, list) or not all(
+                isinstance(a, bytes | int | float) for a in unpacked
             ):
                 raise HostError(
                     f"redis: {command} takes a msgpack array of byte strings as payload"
                 )
+            args = unpacked
         client = self._redis_client(binding)
         try:
             async with self._redis_slots[binding]:
@@ -453,7 +454,9 @@ class Host:
 _NO_QUOTA = contextlib.nullcontext()
 
 
-def _encode_reply(reply: Any) -> bytes:
+def _encode_reply(reply: object) -> bytes:
+    """A Redis reply as the guest gets it: bytes as they are, numbers in ASCII, nil empty,
+    anything else (arrays, maps) as msgpack."""
     if reply is None:
         return b""
     if isinstance(reply, bytes):
@@ -467,7 +470,7 @@ def _encode_reply(reply: Any) -> bytes:
     return bytes(msgpack.packb(_plain(reply), use_bin_type=True))
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: object) -> object:
     if isinstance(value, list | tuple | set):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
