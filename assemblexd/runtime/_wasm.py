@@ -96,57 +96,7 @@ def _installed_version() -> str:
 WASMTIME_VERSION: str = _installed_version()
 
 # --------------------------------------------------------------------------------------------
-# Invocations: the state host callbacks work on.
-
-
-class Invocation:
-    """State of one run of guest code on one instance: a waPC call, or the init functions.
-
-    Host callbacks read and write it; the scheduler reads ``host_request`` after each poll.
-    """
-
-    __slots__ = (
-        "cpu_time",
-        "fill",
-        "guest_error",
-        "host_done",
-        "host_error",
-        "host_ok",
-        "host_request",
-        "host_response",
-        "host_results_addr",
-        "instance",
-        "op",
-        "payload",
-        "response",
-    )
-
-    def __init__(self, instance: Instance, op: bytes = b"", payload: bytes = b"") -> None:
-        self.instance = instance
-        self.op = op
-        self.payload = payload
-        self.response: bytes | None = None
-        self.guest_error: bytes | None = None
-        self.host_response = b""
-        self.host_error = b""
-        # What the guest waits on: an async host call in flight, or a WASI sleep.
-        self.host_request: HostCall | Sleep | None = None
-        self.host_done = False
-        self.host_ok = False
-        self.host_results_addr = 0
-        self.cpu_time = 0.0
-        # A WASI random_get in progress: the guest addresses still to fill, [start, end).
-        self.fill = (0, 0)
-
-    def complete_host_call(self, ok: bool, data: bytes) -> None:
-        """Store the outcome of ``host_request``; the next poll resumes the guest with it."""
-        if ok:
-            self.host_response, self.host_error = data, b""
-        else:
-            self.host_response, self.host_error = b"", data
-        self.host_ok = ok
-        self.host_done = True
-
+# The state host callbacks work on: the CallFuture being polled (``Invocation``, below).
 
 _tls = threading.local()
 
@@ -356,7 +306,6 @@ def _host_call_continue(_env: int) -> bool:
     if inv.host_results_addr:
         c_int32.from_address(inv.host_results_addr + VAL_OF).value = 1 if inv.host_ok else 0
     inv.host_results_addr = 0
-    inv.host_request = None
     inv.host_done = False
     return True
 
@@ -395,7 +344,7 @@ def _host_call(
         )
         inv.host_response = b""
         inv.host_error = b""
-        inv.host_request = (
+        inv.pending = (
             str(mem[b:b_end], "utf-8", "replace"),
             str(mem[ns:ns_end], "utf-8", "replace"),
             str(mem[op:op_end], "utf-8", "replace"),
@@ -407,7 +356,7 @@ def _host_call(
     except Exception as exc:
         c_void_p.from_address(trap_ret).value = _trap(f"waPC host: {exc}")
         _Continuation.from_address(continuation_ret).raw = _CONTINUATION_BYTES
-        inv.host_request = None
+        inv.pending = None
         inv.host_results_addr = 0
         inv.host_done = True
         inv.host_ok = False
@@ -517,18 +466,18 @@ def _poll_oneoff(
         c_int32.from_address(results + VAL_OF).value = errno
         inv.host_results_addr = 0  # the continuation has nothing to write
         if wait > 0:
-            inv.host_request = Sleep(wait / 1e9)
+            inv.pending = Sleep(wait / 1e9)
             inv.host_done = False
         else:
-            inv.host_request = None
+            inv.pending = None
             inv.host_done = True
     except Exception as exc:
         c_void_p.from_address(trap_ret).value = _trap(f"WASI poll_oneoff: {exc}")
-        inv.host_request = None
+        inv.pending = None
         inv.host_results_addr = 0
         inv.host_done = True
     # The same continuation as __host_call: "not ready" until the scheduler marks the wait
-    # done (complete_host_call), at once if there is nothing to wait for.
+    # done (CallFuture.resume), at once if there is nothing to wait for.
     _Continuation.from_address(continuation_ret).raw = _CONTINUATION_BYTES
 
 
@@ -883,10 +832,12 @@ class CompiledModule:
     def serialize(self) -> bytes:
         return bytes(self.module.serialize())
 
-    def __del__(self) -> None:
+    # The function is bound at definition: at interpreter exit, module globals may be gone
+    # before the last modules are collected.
+    def __del__(self, _delete: CFunction = _capi.instance_pre_delete) -> None:
         pre, self.pre = self.pre, 0
         if pre:
-            _capi.instance_pre_delete(pre)
+            _delete(pre)
 
 
 def _mib(n: int) -> str:
@@ -898,62 +849,106 @@ def _mib(n: int) -> str:
 
 
 class CallFuture:
-    """One async call into wasm (or an instantiation). Poll until done, then ``finish()``.
+    """One run of guest code on one instance (a waPC call, an instantiation, an init function),
+    and the state its host callbacks work on. Poll until done, then ``finish()``.
 
-    What the scheduler uses of it is the :class:`~assemblexd.runtime.future.CallFuture`
-    protocol; the node also reads the guest's response and error text on ``invocation``.
+    It is the :class:`~assemblexd.runtime.future.CallFuture` the scheduler drives: ``pending``
+    and ``guest_time`` are plain attributes, written by the host callbacks and :meth:`poll`, as
+    the scheduler reads them after every poll. The host callbacks find it in a thread-local
+    (``_tls.inv``) set before each poll; the node reads the guest's ``response`` and
+    ``guest_error`` on it after the run.
+
     Its out-parameters (trap, error, result) live in the instance: a store runs one future at
     a time, so they are allocated once per instance instead of once per call.
     """
 
-    __slots__ = ("_keep", "_ptr", "invocation")
+    __slots__ = (
+        "_keep",
+        "_ptr",
+        "fill",
+        "guest_error",
+        "guest_time",
+        "host_done",
+        "host_error",
+        "host_ok",
+        "host_response",
+        "host_results_addr",
+        "instance",
+        "op",
+        "payload",
+        "pending",
+        "response",
+    )
 
-    def __init__(self, invocation: Invocation, ptr: int, keep: object = None) -> None:
-        self.invocation = invocation
+    def __init__(
+        self,
+        instance: Instance,
+        ptr: int,
+        keep: object = None,
+        op: bytes = b"",
+        payload: bytes = b"",
+    ) -> None:
+        self.instance = instance
         self._ptr = ptr
-        self._keep = keep
+        self._keep = keep  # what wasmtime reads during the run (an init function's extern)
+        self.op = op
+        self.payload = payload
+        self.response: bytes | None = None
+        self.guest_error: bytes | None = None
+        self.host_response = b""
+        self.host_error = b""
+        self.pending: HostCall | Sleep | None = None
+        """What the guest waits on (an async host call, a WASI sleep) until it is answered."""
+        self.host_done = False
+        """``pending`` was answered: the continuation resumes the guest at the next poll."""
+        self.host_ok = False
+        self.host_results_addr = 0
+        self.guest_time = 0.0
+        """Seconds spent inside :meth:`poll` so far."""
+        # A WASI random_get in progress: the guest addresses still to fill, [start, end).
+        self.fill = (0, 0)
+
+    @property
+    def invocation(self) -> CallFuture:
+        """The run's state: the future itself (the node reads ``response`` on it)."""
+        return self
 
     def poll(self) -> bool:
         """Run the guest until it finishes (True), yields or waits on the host (False).
 
         Blocks the calling thread for at most about one epoch tick of guest execution.
         """
-        inv = self.invocation
-        _tls.inv = inv
+        _tls.inv = self
         t0 = time.perf_counter()
         try:
             return bool(call_future_poll(self._ptr))
         finally:
-            inv.cpu_time += time.perf_counter() - t0
-
-    @property
-    def pending(self) -> HostCall | Sleep | None:
-        """The host call or WASI sleep the guest waits on, until it is answered."""
-        inv = self.invocation
-        return None if inv.host_done else inv.host_request
+            self.guest_time += time.perf_counter() - t0
 
     def resume(self, ok: bool, data: bytes, *, rearm: bool) -> None:
-        """Answer the pending host call (or sleep); the next poll resumes the guest."""
-        self.invocation.complete_host_call(ok, data)
+        """Answer ``pending`` (a response, or an error text); the next poll resumes the guest
+        with it, with a fresh epoch deadline if ``rearm``."""
+        if ok:
+            self.host_response, self.host_error = data, b""
+        else:
+            self.host_response, self.host_error = b"", data
+        self.host_ok = ok
+        self.host_done = True
+        self.pending = None
         if rearm:
-            self.invocation.instance.rearm()
-
-    @property
-    def guest_time(self) -> float:
-        return self.invocation.cpu_time
+            self.instance.rearm()
 
     def poison(self) -> None:
-        self.invocation.instance.poisoned = True
+        self.instance.poisoned = True
 
     def finish(self) -> int:
         """Release the future; return the i32 result, or raise WasmTrap."""
         self.close()
-        inv = self.invocation
-        inst = inv.instance
+        inst = self.instance
         trap, error = inst._trap.value, inst._error.value
         if not (trap or error):
             return int(inst._result.value)
-        text = inv.guest_error.decode("utf-8", "replace") if inv.guest_error else None
+        text = self.guest_error.decode("utf-8", "replace") if self.guest_error else None
         if trap:
             inst._trap.value = None
             raise WasmTrap(_trap_message(_capi.trap_message(trap)), guest_error=text)
@@ -972,10 +967,14 @@ class CallFuture:
         ptr, self._ptr = self._ptr, 0
         if ptr:
             call_future_delete(ptr)
-            inst = self.invocation.instance
+            inst = self.instance
             inst.running = False
             if inst.close_requested:
                 inst.close()
+
+
+Invocation = CallFuture
+"""What the host callbacks call it: the state of the run they serve."""
 
 
 def _trap_message(message: str) -> str:
@@ -1086,7 +1085,7 @@ class Instance:
             self._error_addr,
         )
         self.running = True
-        return CallFuture(Invocation(self), ptr)
+        return CallFuture(self, ptr)
 
     def bind(self) -> None:
         """Look up the exports a call needs (after instantiation finished)."""
@@ -1113,7 +1112,7 @@ class Instance:
             self._error_addr,
         )
         self.running = True
-        return CallFuture(Invocation(self), ptr, ext)
+        return CallFuture(self, ptr, ext)
 
     def guest_call(self, op: bytes, payload: bytes) -> CallFuture:
         """Start ``__guest_call(len(op), len(payload))``."""
@@ -1131,7 +1130,7 @@ class Instance:
             self._error_addr,
         )
         self.running = True
-        return CallFuture(Invocation(self, op, payload), ptr)
+        return CallFuture(self, ptr, op=op, payload=payload)
 
     def _export(self, name: str, ext: _capi.extern_t) -> None:
         """Look up the export ``name`` into ``ext``; raises ModuleError without one."""
