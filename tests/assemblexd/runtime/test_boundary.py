@@ -36,3 +36,18 @@ def test_the_cli_starts_without_wasmtime_or_redis() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_one_registry_gives_capabilities_metric_labels_and_dispatch() -> None:
+    from assemblexd.metrics import Metrics
+    from assemblexd.records import DEFAULT_CAPABILITIES, NAMESPACES
+    from assemblexd.runtime.hostfuncs import NAMESPACE_HANDLERS
+
+    assert NAMESPACES == tuple(NAMESPACE_HANDLERS) == DEFAULT_CAPABILITIES
+    text = Metrics().render().decode()
+    labels = {
+        line.split('namespace="')[1].split('"')[0]
+        for line in text.splitlines()
+        if line.startswith("assemblex_host_calls_total{")
+    }
+    assert labels == {*NAMESPACE_HANDLERS, "other"}
