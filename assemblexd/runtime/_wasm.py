@@ -14,13 +14,14 @@ pinned to one major version of wasmtime); this module builds on it.
   function. ctypes releases the GIL around a poll, so guests polled from several OS threads run
   in parallel.
 * ``__host_call`` is an *async* host function: its callback only records the request on the
-  current :class:`Invocation` and hands wasmtime a continuation that says "not yet" until the
-  scheduler has run the host operation on the asyncio loop and stored the outcome. The guest
-  holds no OS thread meanwhile.
+  current :class:`CallFuture` (``pending``) and hands wasmtime a continuation that says "not
+  yet" until the scheduler has run the host operation on the asyncio loop and stored the
+  outcome (``resume``). The guest holds no OS thread meanwhile.
 * The other eight waPC imports are synchronous, defined with the unchecked (raw values) API,
   which is the cheapest way into Python that wasmtime offers.
-* Host callbacks find their invocation in a thread-local set right before each poll: a thread
+* Host callbacks find their call future in a thread-local set right before each poll: a thread
   polls one future at a time, and the guest's fiber runs on the polling thread.
+* Where ``__console_log`` lines go is the engine's ``log_sink``, copied onto each instance.
 * ctypes callback objects are module globals: wasmtime may call them for the life of the
   process, and a collected callback is a crash.
 """
@@ -78,6 +79,7 @@ __all__ = [
     "Engine",
     "Instance",
     "Invocation",
+    "LogSink",
     "ModuleError",
     "WasmTrap",
 ]
