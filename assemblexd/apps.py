@@ -16,17 +16,24 @@ from typing import Any
 
 import crdt
 
-from ._wasm import CompiledModule, Engine, Instance, ModuleError
 from .config import MIB, Config
-from .hostfuncs import Host
 from .logs import LineLimiter, guest_line
 from .metrics import Metrics
 from .modules import Modules
 from .peers import FetchError
-from .pool import AppPool, InstanceCap
 from .records import AppRecord
 from .registry import Registry, app_name, counter_key, record_key
-from .scheduler import HostHandler, Scheduler
+from .runtime import (
+    AppPool,
+    CompiledModule,
+    Engine,
+    Host,
+    HostHandler,
+    Instance,
+    InstanceCap,
+    ModuleError,
+    Scheduler,
+)
 
 __all__ = ["RETRY_FIRST", "RETRY_MAX", "LoadedApp", "Supervisors"]
 
@@ -44,7 +51,7 @@ class LoadedApp:
     """An app version this node can run now."""
 
     record: AppRecord
-    pool: AppPool
+    pool: AppPool[Instance, CompiledModule]
     host: HostHandler
     """Host functions bound to this app, for calls at depth 0."""
     metrics: Metrics
@@ -78,7 +85,7 @@ class Supervisors:
         *,
         engine: Engine,
         scheduler: Scheduler,
-        cap: InstanceCap,
+        cap: InstanceCap[Instance],
         host: Host,
         metrics: Metrics,
         spawn: Callable[[Coroutine[Any, Any, None]], None],

@@ -2,10 +2,14 @@
 
 Every error a client can cause or see is an ``AssemblexError`` with an HTTP ``status`` and a
 short machine-readable ``code``; the HTTP layer turns them into
-``{"error": code, "message": text}`` in one middleware and nowhere else.
+``{"error": code, "message": text}`` in one middleware and nowhere else. The root and the
+errors the runtime raises itself live in ``runtime/errors.py`` (the runtime imports nothing of
+the daemon) and are re-exported here.
 """
 
 from __future__ import annotations
+
+from .runtime.errors import AssemblexError, CallTimeout, GuestError, HostError, Overloaded
 
 __all__ = [
     "AssemblexError",
@@ -22,17 +26,6 @@ __all__ = [
     "Unauthorized",
     "UnknownApp",
 ]
-
-
-class AssemblexError(Exception):
-    """Root of every error the daemon reports to a client."""
-
-    status = 500
-    code = "internal"
-
-    @property
-    def message(self) -> str:
-        return str(self.args[0]) if self.args else self.code
 
 
 class BadRequest(AssemblexError):
@@ -86,35 +79,6 @@ class PayloadTooLarge(AssemblexError):
     code = "too_large"
 
 
-class GuestError(AssemblexError):
-    """The guest reported an error, trapped, or broke the waPC contract."""
-
-    status = 500
-    code = "guest_error"
-
-
-class Overloaded(AssemblexError):
-    """The node will not take more work now; the client should retry later."""
-
-    status = 503
-    code = "overloaded"
-    retry_after = 1
-
-
-class CallTimeout(AssemblexError):
-    """A call ran over its guest time or wall-clock limit."""
-
-    status = 504
-    code = "timeout"
-
-
 class DataDirError(Exception):
     """The data dir cannot be used as it is (a damaged log, another node's log, a file where
     a directory should be): the node does not start, and nothing in it was changed."""
-
-
-class HostError(Exception):
-    """A host function failed; the guest sees the text through ``__host_error``.
-
-    Not an ``AssemblexError``: it never reaches a client directly, only the guest.
-    """

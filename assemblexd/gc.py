@@ -12,9 +12,9 @@ import logging
 import time
 from collections.abc import Callable
 
-from . import _wasm
 from .metrics import Metrics
 from .registry import Registry
+from .runtime import WASMTIME_VERSION
 from .storage import Collected, Storage
 
 __all__ = ["GC_FIRST_DELAY", "Collector"]
@@ -80,7 +80,7 @@ class Collector:
             self._storage.collect,
             referenced,
             older_than=older_than,
-            runtime=_wasm.WASMTIME_VERSION,
+            runtime=WASMTIME_VERSION,
         )
         m = self._metrics
         m.gc_removed.labels("blob").inc(result.blobs_removed)

@@ -10,9 +10,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["Metrics"]
+from .runtime.hostfuncs import NAMESPACES
 
-_NAMESPACES = ("host", "kv", "redis", "call")
+__all__ = ["Metrics"]
 
 MAX_OPS_PER_APP = 32
 """Operation names of one app that get a series of their own in ``assemblex_calls``."""
@@ -73,7 +73,7 @@ class Metrics:
             buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60),
             registry=r,
         )
-        self._host_calls = dict.fromkeys((*_NAMESPACES, "other"), 0)
+        self._host_calls = dict.fromkeys((*NAMESPACES, "other"), 0)
         r.register(
             _Counts(
                 "assemblex_host_calls",

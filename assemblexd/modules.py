@@ -11,12 +11,11 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from . import _wasm
-from ._wasm import CompiledModule, Engine, ModuleError
 from .errors import NotFound
 from .metrics import Metrics
 from .peers import FetchError
 from .records import AppRecord
+from .runtime import WASMTIME_VERSION, CompiledModule, Engine, ModuleError
 from .storage import Storage, atomic_write
 
 __all__ = ["Modules"]
@@ -71,7 +70,7 @@ class Modules:
 
     async def load(self, sha256: str, wasm: bytes) -> CompiledModule:
         """Compile ``wasm``, through the on-disk cache of compiled modules. Raises ModuleError."""
-        cache = self._storage.compiled_path(sha256, _wasm.WASMTIME_VERSION)
+        cache = self._storage.compiled_path(sha256, WASMTIME_VERSION)
         engine = self._engine
         if cache.exists():
             try:

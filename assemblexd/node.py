@@ -28,21 +28,17 @@ from typing import Any
 
 import crdt
 
-from . import _wasm
-from ._wasm import Engine
 from .apps import Supervisors
 from .config import MIB, Config
 from .errors import DataDirError, NotFound
 from .gc import Collector
-from .hostfuncs import Host, KVQuota, ReplicaKV
 from .metrics import Metrics
 from .modules import Modules
 from .ops import Operations
 from .peers import FetchError, NoPeers, Peers
-from .pool import InstanceCap
 from .records import AppRecord
 from .registry import Registry
-from .scheduler import Scheduler
+from .runtime import Engine, Host, Instance, InstanceCap, KVQuota, ReplicaKV, Scheduler
 from .status import Status
 from .storage import Collected, Storage, atomic_write
 
@@ -84,7 +80,7 @@ class Node:
         self.metrics.peer_read_waits = lambda: self.peers.peer_read_waits() or None
         self.on_collected: list[Callable[[Collected], None]] = []
         """Called after each garbage collection, with what it did."""
-        self._cap = InstanceCap(config.max_instances)
+        self._cap: InstanceCap[Instance] = InstanceCap(config.max_instances)
         self._engine: Engine | None = None
         self._scheduler: Scheduler | None = None
         self._replica: crdt.Replica | None = None
@@ -104,7 +100,7 @@ class Node:
 
     async def __aenter__(self) -> Node:
         tick = self.config.epoch_tick_ms / 1000
-        self._engine = Engine(tick=tick)
+        self._engine = Engine(tick=tick, log_sink=self._guest_log)
         self._scheduler = Scheduler(
             self._engine,
             workers=self.config.cpu_workers,
@@ -130,7 +126,6 @@ class Node:
         )
         self._make_parts(self._engine, self._scheduler, self._registry, self._host)
         supervisors = self.supervisors
-        _wasm.set_log_sink(supervisors.guest_log)
         # Serve what is on disk at once, before any peer is heard from.
         for name in self.registry.names():
             await supervisors.reconcile_once(name)
@@ -241,6 +236,11 @@ class Node:
             node_id = secrets.token_hex(8)
             atomic_write(path, node_id.encode())
             return node_id
+
+    def _guest_log(self, inst: Instance, line: bytes) -> None:
+        """The engine's sink for guests' console lines: the app's log (``apps.py``)."""
+        if self._supervisors is not None:
+            self._supervisors.guest_log(inst, line)
 
     async def _expirer(self) -> None:
         """Free instances idle for longer than --idle-timeout, checking twice per timeout (at

@@ -8,7 +8,6 @@ import logging
 import time
 from collections.abc import Sequence
 
-from ._wasm import ModuleError, WasmTrap
 from .apps import Supervisors
 from .config import MIB, Config
 from .errors import (
@@ -19,12 +18,11 @@ from .errors import (
     PayloadTooLarge,
     UnknownApp,
 )
-from .hostfuncs import Host
 from .metrics import Metrics
 from .modules import Modules
 from .records import DEFAULT_CAPABILITIES, NAMESPACES, AppRecord
 from .registry import Registry
-from .scheduler import Scheduler
+from .runtime import Host, ModuleError, Scheduler, WasmTrap
 from .storage import Storage
 
 __all__ = ["Operations"]

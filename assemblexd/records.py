@@ -6,10 +6,9 @@ import dataclasses
 import json
 from typing import Any
 
-__all__ = ["DEFAULT_CAPABILITIES", "NAMESPACES", "AppRecord"]
+from .runtime.hostfuncs import NAMESPACES
 
-NAMESPACES = ("host", "kv", "redis", "call")
-"""Every host namespace a guest may call."""
+__all__ = ["DEFAULT_CAPABILITIES", "NAMESPACES", "AppRecord"]
 
 DEFAULT_CAPABILITIES = NAMESPACES
 """Granted when a deploy names no capabilities: all of them (documented in the README)."""

@@ -6,11 +6,10 @@ import time
 from typing import Any
 
 from .apps import Supervisors
-from .hostfuncs import KVQuota
 from .metrics import Metrics
 from .peers import Peers
-from .pool import InstanceCap
 from .registry import Registry
+from .runtime import Instance, InstanceCap, KVQuota
 
 __all__ = ["Status"]
 
@@ -32,7 +31,7 @@ class Status:
         self,
         registry: Registry,
         supervisors: Supervisors,
-        cap: InstanceCap,
+        cap: InstanceCap[Instance],
         peers: Peers,
         metrics: Metrics,
         kv_quota: KVQuota,

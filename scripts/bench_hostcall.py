@@ -42,8 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from assemblexd.config import Config  # noqa: E402
-from assemblexd.hostfuncs import Host  # noqa: E402
 from assemblexd.node import Node  # noqa: E402
+from assemblexd.runtime import Host  # noqa: E402
 
 APP = "hostcall_n"
 

@@ -9,7 +9,7 @@ What runs, all on 127.0.0.1, for the whole run:
   A call is `GET /call/<lang>-redis3/main`: three host calls `redis GET some_keyN`;
 - a native server (this script, `--native-server PORT REDIS_URL`): an aiohttp handler doing
   the same three GETs with the same Redis client as the daemon's `redis` namespace (made by
-  the daemon's own code, assemblexd/hostfuncs.py: redis.asyncio, a pool of at most 256
+  the daemon's own code, assemblexd/runtime/hostfuncs.py: redis.asyncio, a pool of at most 256
   connections, same timeouts, raw replies), served the way the daemon serves (AppRunner
   without access log, TCPSite with a listen backlog of 4096).
 
@@ -142,7 +142,7 @@ def native_server(port: int, redis_url: str) -> int:
     from aiohttp import web
     from redis.exceptions import RedisError
 
-    from assemblexd.hostfuncs import Host
+    from assemblexd.runtime import Host
 
     async def serve() -> None:
         # The very client the daemon's `redis` namespace builds (class, pool, timeouts, raw

@@ -8,7 +8,7 @@ import pytest
 import wasmtime
 from helpers import WAT_DIR, load_wat
 
-from assemblexd._wasm import WASI_UNSTABLE_SAME
+from assemblexd.runtime._wasm import WASI_UNSTABLE_SAME
 
 WAT_FILES = sorted(WAT_DIR.glob("*.wat"))
 INVALID = {"no_guest_call", "no_memory", "unknown_import", "bad_signature", "wasi_unstable_seek"}

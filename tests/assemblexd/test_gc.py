@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 from helpers import FakePeers
 
-from assemblexd import _wasm
 from assemblexd.__main__ import build_parser, config_from_args, main
 from assemblexd.config import Config
 from assemblexd.node import Node
 from assemblexd.records import AppRecord
 from assemblexd.registry import record_key
+from assemblexd.runtime import WASMTIME_VERSION
 from assemblexd.storage import Collected, Storage
 
 Wat = Callable[[str], bytes]
@@ -38,7 +38,7 @@ def sha(wasm: bytes) -> str:
 
 
 def compiled_name(sha256: str) -> str:
-    return f"{sha256}-wasmtime{_wasm.WASMTIME_VERSION}.cwasm"
+    return f"{sha256}-wasmtime{WASMTIME_VERSION}.cwasm"
 
 
 def blobs(node: Node) -> set[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import wasmtime
 
-from assemblexd.wasmbin import Memory, Resources, Table, read_resources, rename_imports
+from assemblexd.runtime.wasmbin import Memory, Resources, Table, read_resources, rename_imports
 
 
 def resources(wat: str) -> Resources:

@@ -30,8 +30,8 @@ from helpers import REPO_ROOT
 
 from assemblexd.api import create_app
 from assemblexd.config import Config
-from assemblexd.hostfuncs import NAMESPACE_HANDLERS
 from assemblexd.node import Node
+from assemblexd.runtime.hostfuncs import NAMESPACE_HANDLERS
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.redis]
 

@@ -17,20 +17,28 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from types import MappingProxyType
+from typing import Protocol
 
 import msgpack
 import redis.asyncio as aioredis
 import redis.exceptions
 
-import crdt
-
 from .errors import AssemblexError, HostError
-from .records import AppRecord
 from .scheduler import HostHandler
 
-__all__ = ["MAX_SLEEP_MS", "Host", "KVQuota", "KVStore"]
+__all__ = [
+    "MAX_SLEEP_MS",
+    "NAMESPACES",
+    "NAMESPACE_HANDLERS",
+    "Grant",
+    "Host",
+    "KVQuota",
+    "KVStore",
+    "QuotaReplica",
+    "ReplicaKV",
+]
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +121,7 @@ class KVQuota:
     writes. Thread-safe: the replica reports changes on the thread that made them.
     """
 
-    def __init__(self, replica: crdt.Replica, max_bytes: int, max_keys: int) -> None:
+    def __init__(self, replica: QuotaReplica, max_bytes: int, max_keys: int) -> None:
         self.max_bytes = max_bytes
         self.max_keys = max_keys
         self._replica = replica
@@ -228,6 +236,28 @@ class KVQuota:
                 del self._writing[app]
 
 
+class QuotaReplica(Protocol):
+    """What :class:`KVQuota` reads of the node's replica (``crdt.Replica``)."""
+
+    def get(self, key: str) -> bytes | None: ...
+    def value(self, key: str) -> int: ...
+    def keys(self, prefix: str = "") -> Iterable[str]: ...
+    def counter_keys(self, prefix: str = "") -> Iterable[str]: ...
+    def subscribe(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``callback(key)`` after each change of a key; returns the unsubscribe."""
+        ...
+
+
+class Grant(Protocol):
+    """What a handler needs of an app (its ``AppRecord``): its name and the namespaces it
+    may call."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def capabilities(self) -> Sequence[str]: ...
+
+
 class KVStore(Protocol):
     """What the ``kv`` namespace needs of a store (the local one now, the replicated one later)."""
 
@@ -268,7 +298,7 @@ class Host:
             await client.aclose()
         self._redis.clear()
 
-    def handler(self, record: AppRecord, depth: int) -> HostHandler:
+    def handler(self, record: Grant, depth: int) -> HostHandler:
         """The ``__host_call`` handler for a guest of ``record`` at call depth ``depth``."""
         capabilities = frozenset(record.capabilities)
         app = record.name
@@ -379,22 +409,23 @@ class Host:
             raise HostError(f"redis: bad command name {op!r}")
         if command in DENIED:
             raise HostError(f"redis: command {command} is not allowed")
-        args: list[Any]
+        args: list[bytes | int | float]
         if not payload:
             args = []
         elif command in ONE_ARGUMENT:
             args = [payload]
         else:
             try:
-                args = msgpack.unpackb(payload, raw=True)
+                unpacked: object = msgpack.unpackb(payload, raw=True)
             except Exception:
-                args = None  # type: ignore[assignment]
-            if not isinstance(args, list) or not all(
-                isinstance(a, bytes | int | float) for a in args
+                unpacked = None
+            if not isinstance(unpacked, list) or not all(
+                isinstance(a, bytes | int | float) for a in unpacked
             ):
                 raise HostError(
                     f"redis: {command} takes a msgpack array of byte strings as payload"
                 )
+            args = unpacked
         client = self._redis_client(binding)
         try:
             async with self._redis_slots[binding]:
@@ -423,7 +454,9 @@ class Host:
 _NO_QUOTA = contextlib.nullcontext()
 
 
-def _encode_reply(reply: Any) -> bytes:
+def _encode_reply(reply: object) -> bytes:
+    """A Redis reply as the guest gets it: bytes as they are, numbers in ASCII, nil empty,
+    anything else (arrays, maps) as msgpack."""
     if reply is None:
         return b""
     if isinstance(reply, bytes):
@@ -437,7 +470,7 @@ def _encode_reply(reply: Any) -> bytes:
     return bytes(msgpack.packb(_plain(reply), use_bin_type=True))
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: object) -> object:
     if isinstance(value, list | tuple | set):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
@@ -445,9 +478,22 @@ def _plain(value: Any) -> Any:
     return value
 
 
-NAMESPACE_HANDLERS: dict[str, Callable[..., Awaitable[bytes]]] = {
-    "host": Host._host,
-    "kv": Host._kv,
-    "redis": Host._redis_call,
-    "call": Host._call,
-}
+NamespaceHandler = Callable[[Host, str, int, str, str, bytes], Awaitable[bytes]]
+"""``await handler(host, app, depth, binding, operation, payload)``: one namespace's host
+functions (a method of :class:`Host`)."""
+
+# The one registry of namespaces: the capabilities an app may be granted (``AppRecord``,
+# ``--capabilities``), the labels of ``assemblex_host_calls_total`` and the dispatch of
+# ``__host_call`` all come from it. A namespace added here is all of them at once.
+NAMESPACE_HANDLERS: Mapping[str, NamespaceHandler] = MappingProxyType(
+    {
+        "host": Host._host,
+        "kv": Host._kv,
+        "redis": Host._redis_call,
+        "call": Host._call,
+    }
+)
+"""Namespace -> its handler, in the order they are listed to users."""
+
+NAMESPACES: tuple[str, ...] = tuple(NAMESPACE_HANDLERS)
+"""Every host namespace a guest may call."""

@@ -2,8 +2,8 @@
 
 Theory of operation
 -------------------
-Every use of ``wasmtime._ffi`` in the project lives in this module (the bindings are private
-API, so wasmtime is pinned to one major version: docs/dependencies.md).
+Every use of wasmtime-py's private bindings is in ``_capi`` (they are private API, so wasmtime
+is pinned to one major version: docs/dependencies.md); this module builds on it.
 
 * One :class:`Engine` per node, with epoch interruption on. A daemon thread (:class:`EpochTicker`)
   increments the epoch every tick while any guest is running; every store is set to *yield* to
@@ -14,13 +14,14 @@ API, so wasmtime is pinned to one major version: docs/dependencies.md).
   function. ctypes releases the GIL around a poll, so guests polled from several OS threads run
   in parallel.
 * ``__host_call`` is an *async* host function: its callback only records the request on the
-  current :class:`Invocation` and hands wasmtime a continuation that says "not yet" until the
-  scheduler has run the host operation on the asyncio loop and stored the outcome. The guest
-  holds no OS thread meanwhile.
+  current :class:`CallFuture` (``pending``) and hands wasmtime a continuation that says "not
+  yet" until the scheduler has run the host operation on the asyncio loop and stored the
+  outcome (``resume``). The guest holds no OS thread meanwhile.
 * The other eight waPC imports are synchronous, defined with the unchecked (raw values) API,
   which is the cheapest way into Python that wasmtime offers.
-* Host callbacks find their invocation in a thread-local set right before each poll: a thread
+* Host callbacks find their call future in a thread-local set right before each poll: a thread
   polls one future at a time, and the guest's fiber runs on the polling thread.
+* Where ``__console_log`` lines go is the engine's ``log_sink``, copied onto each instance.
 * ctypes callback objects are module globals: wasmtime may call them for the life of the
   process, and a collected callback is a crash.
 """
@@ -34,26 +35,51 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from ctypes import POINTER, byref, c_bool, c_int32, c_size_t, c_uint64, c_void_p
+from ctypes import c_int32, c_void_p
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import wasmtime
-from wasmtime import _ffi as ffi
 
+from . import _capi
+from ._capi import (
+    CONTINUATION_SIZE,
+    PYBUF_WRITE,
+    RAW_STRIDE,
+    VAL_OF,
+    VAL_SIZE,
+    AsyncCallback,
+    CFunction,
+    ContinuationCallback,
+    RawCallback,
+    call_future_delete,
+    call_future_poll,
+    context_epoch_deadline_async_yield_and_update,
+    context_set_epoch_deadline,
+    func_call_async,
+    i32_args,
+    instance_export_get,
+    instance_pre_instantiate_async,
+    memory_data,
+    memory_data_size,
+    memoryview_at,
+    trap_new,
+)
+from .errors import ModuleError, WasmTrap
+from .future import HostCall, Sleep
 from .wasmbin import Resources, read_resources, rename_imports
 
 __all__ = [
     "HOST_IMPORTS",
     "TABLE_ELEMENT_BYTES",
     "TABLE_SHARE",
-    "WASI_WAIT",
     "WASMTIME_VERSION",
     "CallFuture",
     "CompiledModule",
     "Engine",
     "Instance",
     "Invocation",
+    "LogSink",
     "ModuleError",
     "WasmTrap",
 ]
@@ -71,171 +97,14 @@ def _installed_version() -> str:
 
 WASMTIME_VERSION: str = _installed_version()
 
-_dll = ffi.dll
-
-
-def _proto(name: str, restype: Any, *argtypes: Any) -> Any:
-    """A fresh foreign function for ``name`` with our own (cheaper) argument types."""
-    return ctypes.CFUNCTYPE(restype, *argtypes)((name, _dll))
-
-
-def _proto_gil(name: str, restype: Any, *argtypes: Any, dll: Any = _dll) -> Any:
-    """Like :func:`_proto`, for a short call that runs no guest code: it keeps the GIL.
-
-    A ctypes function releases the GIL around the call and takes it back after, which costs
-    more than these calls themselves, and lets another thread take the GIL in between (the
-    caller then waits for it). Calls made from the host callbacks and after every host call
-    use these.
-    """
-    return ctypes.PYFUNCTYPE(restype, *argtypes)((name, dll))
-
-
-# Hot-path functions, declared with plain integers (addresses) as arguments.
-_poll = _proto("wasmtime_call_future_poll", c_bool, c_void_p)
-_future_delete = _proto("wasmtime_call_future_delete", None, c_void_p)
-_memory_data = _proto("wasmtime_memory_data", c_void_p, c_void_p, c_void_p)
-_memory_data_size = _proto_gil("wasmtime_memory_data_size", c_size_t, c_void_p, c_void_p)
-_memoryview_at = _proto_gil(
-    "PyMemoryView_FromMemory",
-    ctypes.py_object,
-    c_void_p,
-    ctypes.c_ssize_t,
-    ctypes.c_int,
-    dll=ctypes.pythonapi,
-)
-_PYBUF_WRITE = 0x200
-_trap_new = _proto("wasmtime_trap_new", c_void_p, ctypes.c_char_p, c_size_t)
-_func_call_async = _proto(
-    "wasmtime_func_call_async",
-    c_void_p,
-    c_void_p,  # context
-    c_void_p,  # func
-    c_void_p,  # args
-    c_size_t,
-    c_void_p,  # results
-    c_size_t,
-    c_void_p,  # trap_ret
-    c_void_p,  # error_ret
-)
-_pre_instantiate_async = _proto(
-    "wasmtime_instance_pre_instantiate_async",
-    c_void_p,
-    c_void_p,  # instance_pre
-    c_void_p,  # context
-    c_void_p,  # instance out
-    c_void_p,  # trap_ret
-    c_void_p,  # error_ret
-)
-_set_epoch_deadline = _proto_gil("wasmtime_context_set_epoch_deadline", None, c_void_p, c_uint64)
-# async.h declares a wasmtime_error_t* result, but the implementation returns nothing:
-# reading that result would free garbage.
-_epoch_yield_and_update = _proto(
-    "wasmtime_context_epoch_deadline_async_yield_and_update", None, c_void_p, c_uint64
-)
-
-_I32 = c_int32
-_VAL_SIZE = ctypes.sizeof(ffi.wasmtime_val_t)
-_VAL_OF = ffi.wasmtime_val_t.of.offset
-_RAW_SIZE = ctypes.sizeof(ffi.wasmtime_val_raw_t)
-_RAW_STRIDE = _RAW_SIZE // 4  # in i32 slots
-
-
-class ModuleError(Exception):
-    """A module does not compile, or does not fit the waPC host."""
-
-
-class WasmTrap(Exception):
-    """A guest trapped (or wasmtime reported an error) while running.
-
-    ``exit_code`` is set when the trap is a WASI ``proc_exit``. ``guest_error`` is the text the
-    guest sent through ``__guest_error`` during that run before it trapped, if any: the SDKs
-    that turn a panic into a trap send the panic's message first.
-    """
-
-    def __init__(
-        self, message: str, exit_code: int | None = None, guest_error: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-        self.guest_error = guest_error
-
-    def describe(self, what: str) -> str:
-        """``what: <trap>``, after the guest's error text if it sent one."""
-        if self.guest_error:
-            return f"{self.guest_error}; {what}: {self}"
-        return f"{what}: {self}"
-
-
 # --------------------------------------------------------------------------------------------
-# Invocations: the state host callbacks work on.
-
-
-class Invocation:
-    """State of one run of guest code on one instance: a waPC call, or the init functions.
-
-    Host callbacks read and write it; the scheduler reads ``host_request`` after each poll.
-    """
-
-    __slots__ = (
-        "cancelled",
-        "cpu_time",
-        "fill",
-        "guest_error",
-        "host_calls",
-        "host_done",
-        "host_error",
-        "host_ok",
-        "host_request",
-        "host_response",
-        "host_results_addr",
-        "instance",
-        "op",
-        "payload",
-        "response",
-        "wait",
-        "worker",
-    )
-
-    def __init__(self, instance: Instance, op: bytes = b"", payload: bytes = b"") -> None:
-        self.instance = instance
-        self.op = op
-        self.payload = payload
-        self.response: bytes | None = None
-        self.guest_error: bytes | None = None
-        self.host_response = b""
-        self.host_error = b""
-        # An async host call in flight: (binding, namespace, operation, payload).
-        self.host_request: tuple[str, str, str, bytes] | None = None
-        self.host_done = False
-        self.host_ok = False
-        self.host_calls = 0
-        self.host_results_addr = 0
-        self.cpu_time = 0.0
-        self.cancelled = False
-        # Seconds to wait when ``host_request`` is WASI_WAIT (a WASI poll_oneoff).
-        self.wait = 0.0
-        # A WASI random_get in progress: the guest addresses still to fill, [start, end).
-        self.fill = (0, 0)
-        # The worker-thread slice polling this invocation now, if any (the scheduler's).
-        self.worker: Any = None
-
-    def complete_host_call(self, ok: bool, data: bytes) -> None:
-        """Store the outcome of ``host_request``; the next poll resumes the guest with it."""
-        if ok:
-            self.host_response, self.host_error = data, b""
-        else:
-            self.host_response, self.host_error = b"", data
-        self.host_ok = ok
-        self.host_done = True
-
+# The state host callbacks work on: the CallFuture being polled (``Invocation``, below).
 
 _tls = threading.local()
-_log_sink: list[Callable[[Instance, bytes], None]] = []
 
-
-def set_log_sink(sink: Callable[[Instance, bytes], None]) -> None:
-    """Where ``__console_log`` lines go (one process-wide sink; the node sets it)."""
-    _log_sink[:] = [sink]
+LogSink = Callable[["Instance", bytes], None]
+"""Where an engine's ``__console_log`` lines go: ``sink(instance, line)``, on the thread
+running the guest (the loop or a worker). Given to :class:`Engine`."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,7 +116,7 @@ _NO_MEMORY = memoryview(b"")
 
 def _trap(message: str) -> int:
     raw = message.encode()
-    return int(_trap_new(raw, len(raw)) or 0)
+    return int(trap_new(raw, len(raw)) or 0)
 
 
 # The engine is configured so that linear memories never move (``memory_may_move`` off): an
@@ -270,10 +139,10 @@ def _guest_memory(inst: Instance, end: int) -> memoryview:
         return mem
     if not inst.memory_addr:
         raise IndexError("the guest's memory is not bound yet")
-    size = _memory_data_size(inst.ctx, inst.memory_addr)
+    size = memory_data_size(inst.ctx, inst.memory_addr)
     if end > size:
         raise IndexError(f"guest pointer out of bounds: {end} > {size}")
-    mem = inst.memory = _memoryview_at(inst.memory_base, size, _PYBUF_WRITE)
+    mem = inst.memory = memoryview_at(inst.memory_base, size, PYBUF_WRITE)
     return mem
 
 
@@ -294,13 +163,15 @@ def _write(inv: Invocation, ptr: int, data: bytes) -> None:
     _guest_memory(inv.instance, end)[ptr:end] = data
 
 
-_RawCallback = ctypes.CFUNCTYPE(c_size_t, c_void_p, c_void_p, POINTER(c_int32), c_size_t)
+if TYPE_CHECKING:
+    # An unchecked callback's argument and result slots, as i32s (see ``_capi.RAW_STRIDE``).
+    Vals = ctypes._Pointer[c_int32]
 
 
-def _raw_import(fn: Callable[[Invocation, Any], int | None]) -> Any:
+def _raw_import(fn: Callable[[Invocation, Vals], int | None]) -> CFunction:
     """Wrap ``fn(inv, vals)`` as an unchecked wasmtime callback; exceptions become traps."""
 
-    def callback(_env: int, _caller: int, vals: Any, _n: int) -> int:
+    def callback(_env: int, _caller: int, vals: Vals, _n: int) -> int:
         try:
             inv: Invocation = _tls.inv
             result = fn(inv, vals)
@@ -310,13 +181,13 @@ def _raw_import(fn: Callable[[Invocation, Any], int | None]) -> Any:
         except Exception as exc:
             return _trap(f"waPC host: {exc}")
 
-    return _RawCallback(callback)
+    return RawCallback(callback)
 
 
-S = _RAW_STRIDE
+S = RAW_STRIDE
 
 
-def _guest_request(inv: Invocation, v: Any) -> None:
+def _guest_request(inv: Invocation, v: Vals) -> None:
     op_ptr = v[0] & 0xFFFFFFFF
     ptr = v[S] & 0xFFFFFFFF
     op, payload = inv.op, inv.payload
@@ -327,37 +198,38 @@ def _guest_request(inv: Invocation, v: Any) -> None:
     mem[ptr:end] = payload
 
 
-def _guest_response(inv: Invocation, v: Any) -> None:
+def _guest_response(inv: Invocation, v: Vals) -> None:
     inv.response = _read(inv, v[0], v[S])
 
 
-def _guest_error(inv: Invocation, v: Any) -> None:
+def _guest_error(inv: Invocation, v: Vals) -> None:
     inv.guest_error = _read(inv, v[0], v[S])
 
 
-def _host_response_len(inv: Invocation, _v: Any) -> int:
+def _host_response_len(inv: Invocation, _v: Vals) -> int:
     return len(inv.host_response)
 
 
-def _host_response(inv: Invocation, v: Any) -> None:
+def _host_response(inv: Invocation, v: Vals) -> None:
     _write(inv, v[0], inv.host_response)
 
 
-def _host_error_len(inv: Invocation, _v: Any) -> int:
+def _host_error_len(inv: Invocation, _v: Vals) -> int:
     return len(inv.host_error)
 
 
-def _host_error(inv: Invocation, v: Any) -> None:
+def _host_error(inv: Invocation, v: Vals) -> None:
     _write(inv, v[0], inv.host_error)
 
 
-def _console_log(inv: Invocation, v: Any) -> None:
+def _console_log(inv: Invocation, v: Vals) -> None:
     line = _read(inv, v[0], v[S])
-    for sink in _log_sink:
+    sink = inv.instance.log_sink
+    if sink is not None:
         sink(inv.instance, line)
 
 
-_SYNC_IMPORTS: dict[str, tuple[int, int, Any]] = {
+_SYNC_IMPORTS: dict[str, tuple[int, int, CFunction]] = {
     # name: (params, results, callback)
     "__guest_request": (2, 0, _raw_import(_guest_request)),
     "__guest_response": (2, 0, _raw_import(_guest_response)),
@@ -397,7 +269,7 @@ def _as_string(inv: Invocation, ptr: int) -> str | None:
     return data.decode("utf-16-le", "replace") + ("..." if length > _ABORT_MAX_BYTES else "")
 
 
-def _abort_text(inv: Invocation, v: Any) -> str:
+def _abort_text(inv: Invocation, v: Vals) -> str:
     """``abort: <message> at <file>:<line>:<column>``, the form of the SDK's own abort."""
     try:
         message, file = _as_string(inv, v[0]), _as_string(inv, v[S])
@@ -408,7 +280,7 @@ def _abort_text(inv: Invocation, v: Any) -> str:
     return f"{text} at {file}:{line}:{column}" if file else text
 
 
-def _abort(_env: int, _caller: int, vals: Any, _n: int) -> int:
+def _abort(_env: int, _caller: int, vals: Vals, _n: int) -> int:
     inv: Invocation = _tls.inv
     try:
         text = _abort_text(inv, vals)
@@ -420,16 +292,12 @@ def _abort(_env: int, _caller: int, vals: Any, _n: int) -> int:
     return _trap("env.abort")
 
 
-_ABORT = _RawCallback(_abort)
+_ABORT = RawCallback(_abort)
 
-_ContinuationCallback = ctypes.CFUNCTYPE(c_bool, c_void_p)
-_AsyncCallback = ctypes.CFUNCTYPE(
-    None, c_void_p, c_void_p, c_void_p, c_size_t, c_void_p, c_size_t, c_void_p, c_void_p
-)
 # __host_call's eight i32 arguments, read from its wasmtime_val_t array in one go. (Reading
 # and writing native memory through a ctypes array made ``from_address`` costs less than a
 # call of a foreign function such as ``string_at`` or ``memmove``.)
-_HOST_CALL_ARGS = struct.Struct("=" + f"{_VAL_OF}xI{_VAL_SIZE - _VAL_OF - 4}x" * 8)
+_HOST_CALL_ARGS = i32_args(8)
 _HostCallArgs = ctypes.c_char * _HOST_CALL_ARGS.size
 
 
@@ -438,29 +306,22 @@ def _host_call_continue(_env: int) -> bool:
     if not inv.host_done:
         return False
     if inv.host_results_addr:
-        c_int32.from_address(inv.host_results_addr + _VAL_OF).value = 1 if inv.host_ok else 0
+        c_int32.from_address(inv.host_results_addr + VAL_OF).value = 1 if inv.host_ok else 0
     inv.host_results_addr = 0
-    inv.host_request = None
     inv.host_done = False
     return True
 
 
-_HOST_CALL_CONTINUE = _ContinuationCallback(_host_call_continue)
-_NULL_FINALIZER = ctypes.CFUNCTYPE(None, c_void_p)()  # a NULL function pointer
-_CONTINUATION = ffi.wasmtime_async_continuation_t(
-    ctypes.cast(_HOST_CALL_CONTINUE, ffi.wasmtime_func_async_continuation_callback_t),
-    None,
-    _NULL_FINALIZER,
-)
+_HOST_CALL_CONTINUE = ContinuationCallback(_host_call_continue)
 # What __host_call hands wasmtime, copied out as bytes (see _HOST_CALL_ARGS).
-_Continuation = ctypes.c_char * ctypes.sizeof(_CONTINUATION)
-_CONTINUATION_BYTES = bytes(_CONTINUATION)
+_Continuation = ctypes.c_char * CONTINUATION_SIZE
+_CONTINUATION_BYTES = _capi.continuation(_HOST_CALL_CONTINUE)
 
 
 def _host_call(
     _env: int,
     _caller: int,
-    args: Any,
+    args: int,
     _nargs: int,
     results: int,
     _nresults: int,
@@ -485,7 +346,7 @@ def _host_call(
         )
         inv.host_response = b""
         inv.host_error = b""
-        inv.host_request = (
+        inv.pending = (
             str(mem[b:b_end], "utf-8", "replace"),
             str(mem[ns:ns_end], "utf-8", "replace"),
             str(mem[op:op_end], "utf-8", "replace"),
@@ -497,26 +358,23 @@ def _host_call(
     except Exception as exc:
         c_void_p.from_address(trap_ret).value = _trap(f"waPC host: {exc}")
         _Continuation.from_address(continuation_ret).raw = _CONTINUATION_BYTES
-        inv.host_request = None
+        inv.pending = None
         inv.host_results_addr = 0
         inv.host_done = True
         inv.host_ok = False
 
 
-_HOST_CALL = _AsyncCallback(_host_call)
+_HOST_CALL = AsyncCallback(_host_call)
 
 
 # WASI's poll_oneoff, the one WASI function that can block (a sleep: std::thread::sleep,
 # time.Sleep, nanosleep). wasmtime's own would block the polling thread (the event loop, or a
 # worker) for the whole wait, where no epoch tick can reach it; this one is an async host
 # function like __host_call: it writes the events the guest will see, and if it must wait, it
-# records the wait as the invocation's host request (WASI_WAIT) and parks the guest until the
+# records the wait as the invocation's host request (a Sleep) and parks the guest until the
 # scheduler has slept on the loop. Semantics follow wasmtime's (wasmtime-wasi preview1): with
 # nothing open but the empty stdin and the discarding stdout and stderr, every fd
 # subscription is ready at once, so only clocks wait.
-
-WASI_WAIT: tuple[str, str, str, bytes] = ("", "wasi_snapshot_preview1", "poll_oneoff", b"")
-"""``Invocation.host_request`` while the guest waits in poll_oneoff (``Invocation.wait``)."""
 
 _ERRNO_BADF, _ERRNO_INVAL = 8, 28
 _SUBSCRIPTION = struct.Struct("<QB7x")  # userdata, tag; the union follows at 16
@@ -530,7 +388,7 @@ more are duplicates, and each costs about a microsecond here)."""
 _CLOCK_REALTIME, _CLOCK_MONOTONIC = 0, 1
 _ABSTIME = 1
 _EVENT_CLOCK, _EVENT_FD_READ, _EVENT_FD_WRITE = 0, 1, 2
-_POLL_ARGS = struct.Struct("=" + f"{_VAL_OF}xI{_VAL_SIZE - _VAL_OF - 4}x" * 4)
+_POLL_ARGS = i32_args(4)
 _PollArgs = ctypes.c_char * _POLL_ARGS.size
 
 
@@ -607,26 +465,25 @@ def _poll_oneoff(
     try:
         subs, events, n, nevents = _POLL_ARGS.unpack_from(_PollArgs.from_address(args))
         errno, wait = _wasi_poll(inv, subs, events, n, nevents)
-        c_int32.from_address(results + _VAL_OF).value = errno
+        c_int32.from_address(results + VAL_OF).value = errno
         inv.host_results_addr = 0  # the continuation has nothing to write
         if wait > 0:
-            inv.wait = wait / 1e9
-            inv.host_request = WASI_WAIT
+            inv.pending = Sleep(wait / 1e9)
             inv.host_done = False
         else:
-            inv.host_request = None
+            inv.pending = None
             inv.host_done = True
     except Exception as exc:
         c_void_p.from_address(trap_ret).value = _trap(f"WASI poll_oneoff: {exc}")
-        inv.host_request = None
+        inv.pending = None
         inv.host_results_addr = 0
         inv.host_done = True
     # The same continuation as __host_call: "not ready" until the scheduler marks the wait
-    # done (complete_host_call), at once if there is nothing to wait for.
+    # done (CallFuture.resume), at once if there is nothing to wait for.
     _Continuation.from_address(continuation_ret).raw = _CONTINUATION_BYTES
 
 
-_POLL_ONEOFF = _AsyncCallback(_poll_oneoff)
+_POLL_ONEOFF = AsyncCallback(_poll_oneoff)
 
 
 # WASI's random_get fills guest memory from the host's CSPRNG, all in one host call: tens of
@@ -637,7 +494,7 @@ _POLL_ONEOFF = _AsyncCallback(_poll_oneoff)
 
 _RANDOM_CHUNK = 1 << 18
 """Bytes of random_get filled per poll (about a millisecond of os.urandom)."""
-_RANDOM_ARGS = struct.Struct("=" + f"{_VAL_OF}xI{_VAL_SIZE - _VAL_OF - 4}x" * 2)
+_RANDOM_ARGS = i32_args(2)
 _RandomArgs = ctypes.c_char * _RANDOM_ARGS.size
 
 
@@ -655,7 +512,7 @@ def _random_get(
     try:
         buf, n = _RANDOM_ARGS.unpack_from(_RandomArgs.from_address(args))
         _guest_memory(inv.instance, buf + n)  # out of bounds: a trap, as in wasmtime
-        c_int32.from_address(results + _VAL_OF).value = 0
+        c_int32.from_address(results + VAL_OF).value = 0
         inv.fill = (buf, buf + n)
     except Exception as exc:
         c_void_p.from_address(trap_ret).value = _trap(f"WASI random_get: {exc}")
@@ -674,15 +531,9 @@ def _random_continue(_env: int) -> bool:
     return True
 
 
-_RANDOM_GET = _AsyncCallback(_random_get)
-_RANDOM_CONTINUE = _ContinuationCallback(_random_continue)
-_RANDOM_CONTINUATION_BYTES = bytes(
-    ffi.wasmtime_async_continuation_t(
-        ctypes.cast(_RANDOM_CONTINUE, ffi.wasmtime_func_async_continuation_callback_t),
-        None,
-        _NULL_FINALIZER,
-    )
-)
+_RANDOM_GET = AsyncCallback(_random_get)
+_RANDOM_CONTINUE = ContinuationCallback(_random_continue)
+_RANDOM_CONTINUATION_BYTES = _capi.continuation(_RANDOM_CONTINUE)
 
 
 # --------------------------------------------------------------------------------------------
@@ -751,7 +602,10 @@ def _functype(params: int, results: int) -> wasmtime.FuncType:
 class Engine:
     """The node's wasmtime engine and the linker that offers the waPC host to every module."""
 
-    def __init__(self, tick: float = 0.002) -> None:
+    def __init__(self, tick: float = 0.002, log_sink: LogSink | None = None) -> None:
+        """``tick``: seconds between epoch ticks. ``log_sink``: where the guests'
+        ``__console_log`` lines go (dropped without one)."""
+        self.log_sink = log_sink
         config = wasmtime.Config()
         config.epoch_interruption = True
         config.memory_may_move = False
@@ -764,52 +618,22 @@ class Engine:
         # poll_oneoff and random_get replace WASI's own, which hold the polling thread for as
         # long as they take (see _poll_oneoff, _random_get).
         self.linker.allow_shadowing = True
-        lp = self.linker.ptr()
+        define = _capi.define_func_unchecked
         for name, (params, results, cb) in _SYNC_IMPORTS.items():
-            ty = _functype(params, results)
-            self._check(
-                ffi.wasmtime_linker_define_func_unchecked(
-                    lp, *_str("wapc"), *_str(name), ty.ptr(),
-                    ctypes.cast(cb, ffi.wasmtime_func_unchecked_callback_t), None, _NULL_FINALIZER,
-                )
-            )
-        ty = _functype(4, 0)  # a variable: the type must outlive the call
-        self._check(
-            ffi.wasmtime_linker_define_func_unchecked(
-                lp, *_str("env"), *_str("abort"), ty.ptr(),
-                ctypes.cast(_ABORT, ffi.wasmtime_func_unchecked_callback_t), None, _NULL_FINALIZER,
-            )
-        )
-        ty = _functype(8, 1)
-        self._check(
-            ffi.wasmtime_linker_define_async_func(
-                lp, *_str("wapc"), *_str("__host_call"), ty.ptr(),
-                ctypes.cast(_HOST_CALL, ffi.wasmtime_func_async_callback_t), None, _NULL_FINALIZER,
-            )
-        )
-        ty = _functype(4, 1)
-        self._check(
-            ffi.wasmtime_linker_define_async_func(
-                lp, *_str("wasi_snapshot_preview1"), *_str("poll_oneoff"), ty.ptr(),
-                ctypes.cast(_POLL_ONEOFF, ffi.wasmtime_func_async_callback_t), None,
-                _NULL_FINALIZER,
-            )
-        )
-        ty = _functype(2, 1)
-        self._check(
-            ffi.wasmtime_linker_define_async_func(
-                lp, *_str("wasi_snapshot_preview1"), *_str("random_get"), ty.ptr(),
-                ctypes.cast(_RANDOM_GET, ffi.wasmtime_func_async_callback_t), None,
-                _NULL_FINALIZER,
-            )
-        )
+            self._check(define(self.linker, "wapc", name, _functype(params, results), cb))
+        self._check(define(self.linker, "env", "abort", _functype(4, 0), _ABORT))
+        define = _capi.define_async_func
+        self._check(define(self.linker, "wapc", "__host_call", _functype(8, 1), _HOST_CALL))
+        wasi = "wasi_snapshot_preview1"
+        self._check(define(self.linker, wasi, "poll_oneoff", _functype(4, 1), _POLL_ONEOFF))
+        self._check(define(self.linker, wasi, "random_get", _functype(2, 1), _RANDOM_GET))
         self.linker.allow_shadowing = False
         self.ticker = EpochTicker(self.engine, tick)
 
     @staticmethod
-    def _check(err: Any) -> None:
+    def _check(err: int) -> None:
         if err:
-            raise ModuleError(str(wasmtime.WasmtimeError._from_ptr(err)))
+            raise ModuleError(str(_capi.error_from(err)))
 
     def compile(self, wasm: bytes) -> CompiledModule:
         """Compile and check a module against the waPC host. Raises ModuleError. Blocks."""
@@ -862,14 +686,17 @@ class Engine:
                 )
             if mod not in ("wapc", "wasi_snapshot_preview1") and (mod, name) != ("env", "abort"):
                 raise ModuleError(f"module imports {mod}.{name}, which the host does not offer")
-        pre = POINTER(ffi.wasmtime_instance_pre_t)()
-        err = ffi.wasmtime_linker_instantiate_pre(self.linker.ptr(), module.ptr(), byref(pre))
+        pre, err = _capi.instantiate_pre(self.linker, module)
         if err:
-            message = str(wasmtime.WasmtimeError._from_ptr(err))
+            message = str(_capi.error_from(err))
             raise ModuleError(f"module cannot link against the host: {_first_line(message)}")
         wasi = any(mod == "wasi_snapshot_preview1" for mod, _ in imports)
         inits = tuple(n for n in ("_initialize", "_start", "wapc_init") if n in exports)
         return CompiledModule(module, pre, wasi, inits, resources)
+
+    def new_instance(self, compiled: CompiledModule, max_memory: int, tag: object) -> Instance:
+        """A new instance of ``compiled`` in a store of its own (see :class:`Instance`)."""
+        return Instance(self, compiled, max_memory, tag)
 
     def close(self) -> None:
         self.ticker.close()
@@ -956,11 +783,6 @@ class StoreLimits:
         return cls(max_memory, total // max(tables, 1), tables)
 
 
-def _str(s: str) -> tuple[Any, int]:
-    raw = s.encode()
-    return ctypes.create_string_buffer(raw, len(raw)), len(raw)
-
-
 def _with_cause(exc: object) -> str:
     """The first line of a wasmtime error and of its cause ("failed to parse WebAssembly
     module: <what and where>"): the first alone rarely says what is wrong."""
@@ -980,7 +802,8 @@ class CompiledModule:
     """A compiled module, ready to be instantiated cheaply (an ``InstancePre``)."""
 
     module: wasmtime.Module
-    pre: Any
+    pre: int
+    """The ``wasmtime_instance_pre_t*`` (freed with the module)."""
     wasi: bool
     init_functions: tuple[str, ...]
     resources: Resources
@@ -1011,10 +834,12 @@ class CompiledModule:
     def serialize(self) -> bytes:
         return bytes(self.module.serialize())
 
-    def __del__(self) -> None:
-        pre, self.pre = self.pre, None
+    # The function is bound at definition: at interpreter exit, module globals may be gone
+    # before the last modules are collected.
+    def __del__(self, _delete: CFunction = _capi.instance_pre_delete) -> None:
+        pre, self.pre = self.pre, 0
         if pre:
-            ffi.wasmtime_instance_pre_delete(pre)
+            _delete(pre)
 
 
 def _mib(n: int) -> str:
@@ -1026,50 +851,112 @@ def _mib(n: int) -> str:
 
 
 class CallFuture:
-    """One async call into wasm (or an instantiation). Poll until done, then ``finish()``.
+    """One run of guest code on one instance (a waPC call, an instantiation, an init function),
+    and the state its host callbacks work on. Poll until done, then ``finish()``.
+
+    It is the :class:`~assemblexd.runtime.future.CallFuture` the scheduler drives: ``pending``
+    and ``guest_time`` are plain attributes, written by the host callbacks and :meth:`poll`, as
+    the scheduler reads them after every poll. The host callbacks find it in a thread-local
+    (``_tls.inv``) set before each poll; the node reads the guest's ``response`` and
+    ``guest_error`` on it after the run.
 
     Its out-parameters (trap, error, result) live in the instance: a store runs one future at
     a time, so they are allocated once per instance instead of once per call.
     """
 
-    __slots__ = ("_keep", "_ptr", "invocation")
+    __slots__ = (
+        "_keep",
+        "_ptr",
+        "fill",
+        "guest_error",
+        "guest_time",
+        "host_done",
+        "host_error",
+        "host_ok",
+        "host_response",
+        "host_results_addr",
+        "instance",
+        "op",
+        "payload",
+        "pending",
+        "response",
+    )
 
-    def __init__(self, invocation: Invocation, ptr: int, keep: Any = None) -> None:
-        self.invocation = invocation
+    def __init__(
+        self,
+        instance: Instance,
+        ptr: int,
+        keep: object = None,
+        op: bytes = b"",
+        payload: bytes = b"",
+    ) -> None:
+        self.instance = instance
         self._ptr = ptr
-        self._keep = keep
+        self._keep = keep  # what wasmtime reads during the run (an init function's extern)
+        self.op = op
+        self.payload = payload
+        self.response: bytes | None = None
+        self.guest_error: bytes | None = None
+        self.host_response = b""
+        self.host_error = b""
+        self.pending: HostCall | Sleep | None = None
+        """What the guest waits on (an async host call, a WASI sleep) until it is answered."""
+        self.host_done = False
+        """``pending`` was answered: the continuation resumes the guest at the next poll."""
+        self.host_ok = False
+        self.host_results_addr = 0
+        self.guest_time = 0.0
+        """Seconds spent inside :meth:`poll` so far."""
+        # A WASI random_get in progress: the guest addresses still to fill, [start, end).
+        self.fill = (0, 0)
+
+    @property
+    def invocation(self) -> CallFuture:
+        """The run's state: the future itself (the node reads ``response`` on it)."""
+        return self
 
     def poll(self) -> bool:
         """Run the guest until it finishes (True), yields or waits on the host (False).
 
         Blocks the calling thread for at most about one epoch tick of guest execution.
         """
-        inv = self.invocation
-        _tls.inv = inv
+        _tls.inv = self
         t0 = time.perf_counter()
         try:
-            return bool(_poll(self._ptr))
+            return bool(call_future_poll(self._ptr))
         finally:
-            inv.cpu_time += time.perf_counter() - t0
+            self.guest_time += time.perf_counter() - t0
+
+    def resume(self, ok: bool, data: bytes, *, rearm: bool) -> None:
+        """Answer ``pending`` (a response, or an error text); the next poll resumes the guest
+        with it, with a fresh epoch deadline if ``rearm``."""
+        if ok:
+            self.host_response, self.host_error = data, b""
+        else:
+            self.host_response, self.host_error = b"", data
+        self.host_ok = ok
+        self.host_done = True
+        self.pending = None
+        if rearm:
+            self.instance.rearm()
+
+    def poison(self) -> None:
+        self.instance.poisoned = True
 
     def finish(self) -> int:
         """Release the future; return the i32 result, or raise WasmTrap."""
         self.close()
-        inv = self.invocation
-        inst = inv.instance
+        inst = self.instance
         trap, error = inst._trap.value, inst._error.value
         if not (trap or error):
             return int(inst._result.value)
-        text = inv.guest_error.decode("utf-8", "replace") if inv.guest_error else None
+        text = self.guest_error.decode("utf-8", "replace") if self.guest_error else None
         if trap:
             inst._trap.value = None
-            message = wasmtime.Trap._from_ptr(ctypes.cast(trap, POINTER(ffi.wasm_trap_t))).message
-            raise WasmTrap(_trap_message(message), guest_error=text)
+            raise WasmTrap(_trap_message(_capi.trap_message(trap)), guest_error=text)
         assert error is not None
         inst._error.value = None
-        # _from_ptr answers an ExitTrap for a WASI proc_exit, else a WasmtimeError.
-        err_ptr = ctypes.cast(error, POINTER(ffi.wasmtime_error_t))
-        err = wasmtime.WasmtimeError._from_ptr(err_ptr)
+        err = _capi.error_from(error)  # an ExitTrap for a WASI proc_exit
         if isinstance(err, wasmtime.ExitTrap):
             raise WasmTrap(f"guest exited with code {err.code}", err.code, text)
         raise WasmTrap(_trap_message(str(err)), guest_error=text)
@@ -1081,11 +968,15 @@ class CallFuture:
         """
         ptr, self._ptr = self._ptr, 0
         if ptr:
-            _future_delete(ptr)
-            inst = self.invocation.instance
+            call_future_delete(ptr)
+            inst = self.instance
             inst.running = False
             if inst.close_requested:
                 inst.close()
+
+
+Invocation = CallFuture
+"""What the host callbacks call it: the state of the run they serve."""
 
 
 def _trap_message(message: str) -> str:
@@ -1123,6 +1014,7 @@ class Instance:
         "compiled",
         "ctx",
         "instance",
+        "log_sink",
         "memory",
         "memory_addr",
         "memory_base",
@@ -1133,9 +1025,12 @@ class Instance:
         "wasi_clock",
     )
 
-    def __init__(self, engine: Engine, compiled: CompiledModule, max_memory: int, tag: Any) -> None:
+    def __init__(
+        self, engine: Engine, compiled: CompiledModule, max_memory: int, tag: object
+    ) -> None:
         self.compiled = compiled
         self.tag = tag
+        self.log_sink = engine.log_sink
         self.store = wasmtime.Store(engine.engine)
         limits = compiled.limits(max_memory)
         self.store.set_limits(
@@ -1149,29 +1044,29 @@ class Instance:
         # The origin of the guest's WASI monotonic clock (its WASI context's creation), read
         # just after it so that an absolute deadline never fires early (_wasi_poll).
         self.wasi_clock = time.monotonic_ns()
-        self.ctx = ctypes.cast(self.store._context(), c_void_p).value or 0
-        _epoch_yield_and_update(self.ctx, 1)
-        self.instance = ffi.wasmtime_instance_t()
-        self._memory = ffi.wasmtime_extern_t()
+        self.ctx = _capi.context(self.store)
+        context_epoch_deadline_async_yield_and_update(self.ctx, 1)
+        self.instance = _capi.instance_t()
+        self._memory = _capi.extern_t()
         self.memory_addr = 0
         self.memory_base = 0
         self.memory = _NO_MEMORY
-        self._guest_call = ffi.wasmtime_extern_t()
+        self._guest_call = _capi.extern_t()
         self._guest_call_addr = 0
         # Out-parameters of this store's (single) running future, and __guest_call's args.
         self._trap = c_void_p()
         self._error = c_void_p()
         self._trap_addr = ctypes.addressof(self._trap)
         self._error_addr = ctypes.addressof(self._error)
-        self._results = (ffi.wasmtime_val_t * 1)()
+        self._results = (_capi.val_t * 1)()
         self._results_addr = ctypes.addressof(self._results)
-        self._result = c_int32.from_address(self._results_addr + _VAL_OF)
-        self._args = (ffi.wasmtime_val_t * 2)()
-        self._args[0].kind = ffi.WASMTIME_I32
-        self._args[1].kind = ffi.WASMTIME_I32
+        self._result = c_int32.from_address(self._results_addr + VAL_OF)
+        self._args = (_capi.val_t * 2)()
+        self._args[0].kind = _capi.I32
+        self._args[1].kind = _capi.I32
         base = ctypes.addressof(self._args)
-        self._arg0 = c_int32.from_address(base + _VAL_OF)
-        self._arg1 = c_int32.from_address(base + _VAL_SIZE + _VAL_OF)
+        self._arg0 = c_int32.from_address(base + VAL_OF)
+        self._arg1 = c_int32.from_address(base + VAL_SIZE + VAL_OF)
         self.poisoned = False
         # A future of this store is alive: the store must outlive it (see close()).
         self.running = False
@@ -1179,55 +1074,54 @@ class Instance:
 
     def rearm(self) -> None:
         """Give the guest a fresh tick before it runs again (after a host wait)."""
-        _set_epoch_deadline(self.ctx, 1)
+        context_set_epoch_deadline(self.ctx, 1)
 
     def instantiate(self) -> CallFuture:
         """Start instantiating; when the future finishes, call :meth:`bind`."""
-        _set_epoch_deadline(self.ctx, 1)
-        ptr = _pre_instantiate_async(
-            ctypes.cast(self.compiled.pre, c_void_p).value,
+        context_set_epoch_deadline(self.ctx, 1)
+        ptr = instance_pre_instantiate_async(
+            self.compiled.pre,
             self.ctx,
             ctypes.addressof(self.instance),
             self._trap_addr,
             self._error_addr,
         )
         self.running = True
-        return CallFuture(Invocation(self), ptr)
+        return CallFuture(self, ptr)
 
     def bind(self) -> None:
         """Look up the exports a call needs (after instantiation finished)."""
-        ctx, instance = self.store._context(), byref(self.instance)
         for name, ext in (("memory", self._memory), ("__guest_call", self._guest_call)):
-            raw = name.encode()
-            if not ffi.wasmtime_instance_export_get(ctx, instance, raw, len(raw), byref(ext)):
-                raise ModuleError(f"instance has no export {name}")
+            self._export(name, ext)
         self.memory_addr = ctypes.addressof(self._memory.of.memory)
-        self.memory_base = _memory_data(self.ctx, self.memory_addr) or 0
+        self.memory_base = memory_data(self.ctx, self.memory_addr) or 0
         self.memory = _NO_MEMORY  # a view is made at the first access (_guest_memory)
         self._guest_call_addr = ctypes.addressof(self._guest_call.of.func)
 
     def call_function(self, name: str) -> CallFuture:
         """Start a call of an exported ``() -> ()`` function (the init functions)."""
-        ext = ffi.wasmtime_extern_t()
-        raw = name.encode()
-        if not ffi.wasmtime_instance_export_get(
-            self.store._context(), byref(self.instance), raw, len(raw), byref(ext)
-        ):
-            raise ModuleError(f"instance has no export {name}")
-        _set_epoch_deadline(self.ctx, 1)
-        ptr = _func_call_async(
-            self.ctx, ctypes.addressof(ext.of.func), None, 0, None, 0,
-            self._trap_addr, self._error_addr,
+        ext = _capi.extern_t()
+        self._export(name, ext)
+        context_set_epoch_deadline(self.ctx, 1)
+        ptr = func_call_async(
+            self.ctx,
+            ctypes.addressof(ext.of.func),
+            None,
+            0,
+            None,
+            0,
+            self._trap_addr,
+            self._error_addr,
         )
         self.running = True
-        return CallFuture(Invocation(self), ptr, ext)
+        return CallFuture(self, ptr, ext)
 
     def guest_call(self, op: bytes, payload: bytes) -> CallFuture:
         """Start ``__guest_call(len(op), len(payload))``."""
         self._arg0.value = len(op)
         self._arg1.value = len(payload)
-        _set_epoch_deadline(self.ctx, 1)
-        ptr = _func_call_async(
+        context_set_epoch_deadline(self.ctx, 1)
+        ptr = func_call_async(
             self.ctx,
             self._guest_call_addr,
             self._args_addr(),
@@ -1238,7 +1132,16 @@ class Instance:
             self._error_addr,
         )
         self.running = True
-        return CallFuture(Invocation(self, op, payload), ptr)
+        return CallFuture(self, ptr, op=op, payload=payload)
+
+    def _export(self, name: str, ext: _capi.extern_t) -> None:
+        """Look up the export ``name`` into ``ext``; raises ModuleError without one."""
+        raw = name.encode()
+        found = instance_export_get(
+            self.ctx, ctypes.addressof(self.instance), raw, len(raw), ctypes.addressof(ext)
+        )
+        if not found:
+            raise ModuleError(f"instance has no export {name}")
 
     def _args_addr(self) -> int:
         return ctypes.addressof(self._args)

@@ -2,9 +2,10 @@
 
 Theory of operation
 -------------------
-A run of guest code is a :class:`~assemblexd._wasm.CallFuture`. Each poll runs the guest until it
-finishes, suspends in ``__host_call``, or reaches an epoch tick (a few milliseconds of guest
-time). The scheduler decides where the next poll happens:
+A run of guest code is a :class:`~assemblexd.runtime.future.CallFuture` (the scheduler sees
+nothing else of wasmtime). Each poll runs the guest until it finishes, suspends in
+``__host_call``, or reaches an epoch tick (a few milliseconds of guest time).
+The scheduler decides where the next poll happens:
 
 * The first poll, and the first poll after a host call, run *on the loop thread*: almost
   every waPC call finishes inside it, so a short call costs no thread hand-off at all. The
@@ -33,11 +34,12 @@ import concurrent.futures
 import os
 import time
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
-from ._wasm import WASI_WAIT, CallFuture, Engine
 from .errors import CallTimeout, GuestError, HostError
+from .future import CallFuture, HostCall, Sleep, Ticker
 
-__all__ = ["HostHandler", "Scheduler"]
+__all__ = ["CallFuture", "HostCall", "HostHandler", "Scheduler", "Sleep", "Ticking"]
 
 YIELD_EVERY = 16
 """Host calls of one guest between two forced yields to the event loop."""
@@ -49,8 +51,27 @@ than this per host call would cost the loop more than it saves."""
 HostHandler = Callable[[str, str, str, bytes], Awaitable[bytes]]
 """``await handler(binding, namespace, operation, payload)``: the host side of ``__host_call``.
 
-Raises :class:`~assemblexd.errors.HostError` to hand the guest an error text.
+Raises :class:`~assemblexd.runtime.errors.HostError` to hand the guest an error text.
 """
+
+
+class Ticking(Protocol):
+    """What the scheduler needs of the engine (``_wasm.Engine``): its epoch ticker."""
+
+    @property
+    def ticker(self) -> Ticker: ...
+
+
+class _Run:
+    """The scheduler's own state of one run, shared with the worker thread polling it."""
+
+    __slots__ = ("cancelled", "worker")
+
+    def __init__(self) -> None:
+        self.worker: asyncio.Future[bool] | None = None
+        """The worker-thread slice polling the run now, if any."""
+        self.cancelled = False
+        """Set on the loop when the run is abandoned: the worker stops at its next poll."""
 
 
 class Scheduler:
@@ -58,7 +79,7 @@ class Scheduler:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Ticking,
         workers: int = 0,
         quantum: float = 0.02,
         loop_slice: float = 0.002,
@@ -88,20 +109,20 @@ class Scheduler:
         either limit. If the run does not finish normally (trap, timeout, cancellation), the
         instance is marked poisoned: it is never used again.
         """
-        inv = fut.invocation
         ticker = self._engine.ticker
         ticker.enter()
+        run = _Run()
         finished = False
         try:
             # Fast path: most calls finish in their first polls, on the loop, with no timer
             # armed and no thread hand-off.
             if not self._poll_on_loop(fut, self._loop_slice):
                 if deadline is None:
-                    await self._drive(fut, budget, host)
+                    await self._drive(fut, budget, host, run)
                 else:
                     try:
                         async with asyncio.timeout_at(deadline):
-                            await self._drive(fut, budget, host)
+                            await self._drive(fut, budget, host, run)
                     except TimeoutError:
                         raise CallTimeout("call ran over its wall-clock limit") from None
             result = fut.finish()  # raises WasmTrap: the instance stays poisoned
@@ -109,27 +130,26 @@ class Scheduler:
             return result
         finally:
             if not finished:
-                inv.instance.poisoned = True
-            worker = inv.worker
+                fut.poison()
+            worker = run.worker
             if worker is not None and not worker.done():
                 # A worker thread is still inside a poll of this future: it stops at the next
-                # tick (inv.cancelled); only then may the future be deleted.
-                inv.cancelled = True
+                # tick (run.cancelled); only then may the future be deleted.
+                run.cancelled = True
                 worker.add_done_callback(lambda _: _close(fut, ticker))
             else:
                 _close(fut, ticker)
 
     def _poll_on_loop(self, fut: CallFuture, allowance: float) -> bool:
         """Poll on the loop thread for at most about ``allowance`` seconds of guest time."""
-        inv = fut.invocation
-        limit = inv.cpu_time + allowance
+        limit = fut.guest_time + allowance
         while True:
             if fut.poll():
                 return True
-            if inv.host_request is not None or inv.cpu_time >= limit:
+            if fut.pending is not None or fut.guest_time >= limit:
                 return False
 
-    async def _drive(self, fut: CallFuture, budget: float, host: HostHandler) -> None:
+    async def _drive(self, fut: CallFuture, budget: float, host: HostHandler, run: _Run) -> None:
         """Until the guest finishes: serve its host calls, run CPU-bound stretches on workers.
 
         The guest's time on the loop thread is counted across host calls, as a token bucket:
@@ -141,30 +161,29 @@ class Scheduler:
         one that mostly calls the host stays on the loop (moving it would cost the loop more),
         and comes back to it if a stall (a poll preempted by the OS) moved it away.
         """
-        inv = fut.invocation
         loop = asyncio.get_running_loop()
         ticker = self._engine.ticker
         slice_ = self._loop_slice
-        credit = slice_ - inv.cpu_time  # so far every poll was on the loop (the fast path)
+        credit = slice_ - fut.guest_time  # so far every poll was on the loop (the fast path)
+        host_calls = 0
         while True:
-            if inv.cpu_time > budget:
+            if fut.guest_time > budget:
                 raise CallTimeout(f"guest ran for more than {budget:g}s")
-            request = inv.host_request
-            if request is not None and not inv.host_done:
-                if request is WASI_WAIT:
+            request = fut.pending
+            if request is not None:
+                if isinstance(request, Sleep):
                     # A WASI sleep (poll_oneoff): a wait like host/sleep, on the loop's
                     # timers. Like any host wait it holds no thread, is not guest time, and
                     # the wall-clock limit cuts it short.
                     ticker.leave()
                     try:
-                        await asyncio.sleep(inv.wait)
+                        await asyncio.sleep(request.seconds)
                     finally:
                         ticker.enter()
-                    inv.complete_host_call(True, b"")
-                    inv.instance.rearm()
+                    fut.resume(True, b"", rearm=True)
                 else:
-                    inv.host_calls += 1
-                    if inv.host_calls > self.max_host_calls:
+                    host_calls += 1
+                    if host_calls > self.max_host_calls:
                         raise GuestError(f"guest made more than {self.max_host_calls} host calls")
                     # The host call, here rather than in a method of its own: one coroutine
                     # less per host call. A parked guest runs no code: the ticker need not
@@ -174,51 +193,49 @@ class Scheduler:
                     try:
                         data = await host(*request)
                     except HostError as exc:
-                        inv.complete_host_call(False, str(exc).encode())
+                        ok, data = False, str(exc).encode()
                     else:
-                        inv.complete_host_call(True, data)
+                        ok = True
                     finally:
                         ticker.enter()
-                    if ticker.ticks != ticks:
-                        # Time spent waiting on the host is not guest time: give the guest a
-                        # fresh tick. (Only when one passed: most host calls answer sooner, and
-                        # setting the deadline costs more than reading a counter.)
-                        inv.instance.rearm()
-                    if inv.host_calls % YIELD_EVERY == 0:
+                    # Time spent waiting on the host is not guest time: give the guest a
+                    # fresh tick if one passed. (Only then: most host calls answer sooner, and
+                    # setting the deadline costs more than reading a counter.)
+                    fut.resume(ok, data, rearm=ticker.ticks != ticks)
+                    if host_calls % YIELD_EVERY == 0:
                         # Host calls that complete at once never suspend this task: let the
                         # loop serve everything else now and then (a guest flooding the host).
                         await asyncio.sleep(0)
                 credit = min(credit + HOP_CREDIT, slice_)
                 if credit > 0:
-                    used = inv.cpu_time
+                    used = fut.guest_time
                     done = self._poll_on_loop(fut, credit)
-                    credit -= inv.cpu_time - used
+                    credit -= fut.guest_time - used
                     if done:
                         return
                     continue
-            inv.worker = loop.run_in_executor(self._pool, self._slice, fut, budget)
-            done = await asyncio.shield(inv.worker)
-            inv.worker = None
+            run.worker = loop.run_in_executor(self._pool, self._slice, fut, budget, run)
+            done = await asyncio.shield(run.worker)
+            run.worker = None
             if done:
                 return
 
-    def _slice(self, fut: CallFuture, budget: float) -> bool:
+    def _slice(self, fut: CallFuture, budget: float, run: _Run) -> bool:
         """On a worker thread: poll until done, a host call, the budget, or the quantum."""
         self.slices += 1
-        inv = fut.invocation
         end = time.perf_counter() + self._quantum
         while True:
             done = fut.poll()
             if (
                 done
-                or inv.host_request is not None
-                or inv.cancelled
-                or inv.cpu_time > budget
+                or fut.pending is not None
+                or run.cancelled
+                or fut.guest_time > budget
                 or time.perf_counter() > end
             ):
                 return done
 
 
-def _close(fut: CallFuture, ticker: object) -> None:
+def _close(fut: CallFuture, ticker: Ticker) -> None:
     fut.close()
-    ticker.leave()  # type: ignore[attr-defined]
+    ticker.leave()

@@ -11,22 +11,84 @@ frees the least recently used idle instance of the node first (idle instances mu
 other apps out); only when every live instance is busy does a call get
 :class:`~assemblexd.errors.Overloaded` (503). Idle instances also expire: :meth:`InstanceCap.expire`
 (run periodically by the node) frees those idle for longer than ``--idle-timeout``.
+
+Pools see instances, modules, the engine and the scheduler through the small protocols below
+(``PoolInstance``, ``PoolModule``, ``Instances``, ``Runner``), so that they can be tested with
+fakes; the node's are ``_wasm.Instance``, ``_wasm.CompiledModule``, ``_wasm.Engine`` and
+``scheduler.Scheduler``.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
-from typing import Any
+from typing import Generic, Protocol, TypeVar
 
-from ._wasm import CompiledModule, Engine, Instance, WasmTrap
-from .errors import Overloaded
-from .scheduler import HostHandler, Scheduler
+from .errors import Overloaded, WasmTrap
+from .future import CallFuture
+from .scheduler import HostHandler
 
-__all__ = ["AppPool", "InstanceCap"]
+__all__ = ["AppPool", "InstanceCap", "Instances", "PoolInstance", "PoolModule", "Runner"]
 
 
-class InstanceCap:
+class PoolInstance(Protocol):
+    """An instance as a pool uses it (``_wasm.Instance``)."""
+
+    poisoned: bool
+    """Set when a run on it did not end normally: it is freed, never reused."""
+
+    def instantiate(self) -> CallFuture:
+        """Start instantiating; after it finishes, :meth:`bind`."""
+        ...
+
+    def bind(self) -> None: ...
+
+    def call_function(self, name: str) -> CallFuture:
+        """Start a call of the exported ``() -> ()`` function ``name`` (an init function)."""
+        ...
+
+    def close(self) -> None:
+        """Free it (when the run still alive on it, if any, is deleted)."""
+        ...
+
+
+class PoolModule(Protocol):
+    """A compiled module as a pool uses it (``_wasm.CompiledModule``)."""
+
+    @property
+    def init_functions(self) -> tuple[str, ...]:
+        """The exported init functions to run on each new instance, in order."""
+        ...
+
+
+Inst = TypeVar("Inst", bound=PoolInstance)
+Mod = TypeVar("Mod", bound=PoolModule)
+_I_co = TypeVar("_I_co", bound=PoolInstance, covariant=True)
+_I_contra = TypeVar("_I_contra", bound=PoolInstance, contravariant=True)
+_M_contra = TypeVar("_M_contra", bound=PoolModule, contravariant=True)
+
+
+class Instances(Protocol[_M_contra, _I_co]):
+    """What makes instances (``_wasm.Engine``)."""
+
+    def new_instance(self, compiled: _M_contra, max_memory: int, tag: object) -> _I_co:
+        """A new instance of ``compiled`` in a store of its own, not yet instantiated."""
+        ...
+
+
+class Runner(Protocol):
+    """What runs a call future to its end (``scheduler.Scheduler``)."""
+
+    async def run(
+        self, fut: CallFuture, budget: float, host: HostHandler, deadline: float | None = None
+    ) -> int: ...
+
+
+class _Evicts(Protocol[_I_contra]):
+    def _evicted(self, inst: _I_contra) -> None: ...
+
+
+class InstanceCap(Generic[Inst]):
     """The node-wide count of live instances and its limit, and the node's idle instances
     from least to most recently used."""
 
@@ -37,7 +99,7 @@ class InstanceCap:
         """Idle instances freed to make room for another pool's new instance, so far."""
         self.expired = 0
         """Idle instances freed by :meth:`expire`, so far."""
-        self._idle: OrderedDict[Instance, tuple[AppPool, float]] = OrderedDict()
+        self._idle: OrderedDict[Inst, tuple[_Evicts[Inst], float]] = OrderedDict()
 
     def take(self, *, evict: bool = True) -> None:
         """Count one more live instance. At the limit, free the least recently used idle
@@ -53,11 +115,11 @@ class InstanceCap:
     def give_back(self) -> None:
         self.live -= 1
 
-    def parked(self, inst: Instance, pool: AppPool) -> None:
+    def parked(self, inst: Inst, pool: _Evicts[Inst]) -> None:
         """``inst`` went idle in ``pool`` just now."""
         self._idle[inst] = (pool, time.monotonic())
 
-    def unparked(self, inst: Instance) -> None:
+    def unparked(self, inst: Inst) -> None:
         """``inst`` is no longer idle (taken for a call, or freed)."""
         self._idle.pop(inst, None)
 
@@ -84,21 +146,21 @@ class InstanceCap:
         return freed
 
 
-class AppPool:
+class AppPool(Generic[Inst, Mod]):
     """Instances of one compiled module (one app version)."""
 
     def __init__(
         self,
-        engine: Engine,
-        scheduler: Scheduler,
-        compiled: CompiledModule,
-        cap: InstanceCap,
+        engine: Instances[Mod, Inst],
+        scheduler: Runner,
+        compiled: Mod,
+        cap: InstanceCap[Inst],
         *,
         pool_size: int,
         max_memory: int,
         init_budget: float,
         host: HostHandler,
-        tag: Any = None,
+        tag: object = None,
     ) -> None:
         self._engine = engine
         self._scheduler = scheduler
@@ -109,7 +171,7 @@ class AppPool:
         self._init_budget = init_budget
         self._host = host
         self.tag = tag
-        self._idle: deque[Instance] = deque()
+        self._idle: deque[Inst] = deque()
         self.busy = 0
         self.closed = False
         self.created = 0
@@ -118,7 +180,7 @@ class AppPool:
     def idle(self) -> int:
         return len(self._idle)
 
-    async def acquire(self, deadline: float | None = None) -> Instance:
+    async def acquire(self, deadline: float | None = None) -> Inst:
         """An idle instance, or a new one. Raises Overloaded, or WasmTrap if init fails.
 
         ``deadline`` (loop time) bounds the creation of a new instance.
@@ -131,7 +193,7 @@ class AppPool:
         self.busy += 1
         return inst
 
-    def release(self, inst: Instance) -> None:
+    def release(self, inst: Inst) -> None:
         self.busy -= 1
         if inst.poisoned or self.closed or len(self._idle) >= self.pool_size:
             self._destroy(inst)
@@ -152,18 +214,18 @@ class AppPool:
             self._cap.unparked(inst)
             self._destroy(inst)
 
-    def _park(self, inst: Instance) -> None:
+    def _park(self, inst: Inst) -> None:
         self._idle.append(inst)
         self._cap.parked(inst, self)
 
-    def _evicted(self, inst: Instance) -> None:
+    def _evicted(self, inst: Inst) -> None:
         """The cap took ``inst``, idle here, away (to make room, or expired): free it."""
         self._idle.remove(inst)  # at most pool_size long
         self._destroy(inst)
 
-    async def _create(self, deadline: float | None, *, evict: bool) -> Instance:
+    async def _create(self, deadline: float | None, *, evict: bool) -> Inst:
         self._cap.take(evict=evict)
-        inst = Instance(self._engine, self.compiled, self._max_memory, self.tag)
+        inst = self._engine.new_instance(self.compiled, self._max_memory, self.tag)
         try:
             run = self._scheduler.run
             await run(inst.instantiate(), self._init_budget, self._host, deadline)
@@ -176,7 +238,7 @@ class AppPool:
         self.created += 1
         return inst
 
-    async def _run_init(self, inst: Instance, name: str, deadline: float | None) -> None:
+    async def _run_init(self, inst: Inst, name: str, deadline: float | None) -> None:
         try:
             fut = inst.call_function(name)
             await self._scheduler.run(fut, self._init_budget, self._host, deadline)
@@ -186,6 +248,6 @@ class AppPool:
                 return
             raise WasmTrap(f"{name} failed: {exc}", exc.exit_code, exc.guest_error) from exc
 
-    def _destroy(self, inst: Instance) -> None:
+    def _destroy(self, inst: Inst) -> None:
         self._cap.give_back()
         inst.close()
