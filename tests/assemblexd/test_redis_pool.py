@@ -44,5 +44,6 @@ async def test_commands_beyond_the_pool_wait_for_a_connection(
             )
         )
         assert answers == [b"v"] * CALLS
+        assert node._host is not None
         client = node._host._redis[""]  # the small pool was the one used
         assert client.connection_pool.max_connections == POOL
