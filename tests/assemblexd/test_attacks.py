@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -102,12 +102,12 @@ async def beside_echo(
 
 
 @pytest.fixture
-async def node(tmp_path: Path, wat: Wat) -> Node:
+async def node(tmp_path: Path, wat: Wat) -> AsyncIterator[Node]:
     config = Config(data_dir=tmp_path, call_timeout=1.0, max_memory_mib=16, max_payload_mib=4,
                     max_host_calls=2_000)  # fmt: skip
     async with Node(config) as n:
         await n.deploy("echo", wat("echo"))
-        yield n  # type: ignore[misc]
+        yield n
 
 
 async def test_memory_bomb(node: Node, wat: Wat) -> None:
