@@ -215,8 +215,10 @@ async def deploy(request: web.Request) -> web.Response:
     _check_token(request)
     node = _node(request)
     limit = node.config.max_upload_mib * MIB
+    # Only a form gets room for its part headers and text fields; a raw module is the body.
+    slack = _MULTIPART_SLACK if request.content_type == "multipart/form-data" else 0
+    _check_length(request, limit + slack, "module")
     if request.content_type == "multipart/form-data":
-        _check_length(request, limit + _MULTIPART_SLACK, "module")
         try:
             wasm, name, caps = await _read_multipart(request, limit)
         except (ValueError, AssertionError, RuntimeError, HttpProcessingError) as e:
@@ -224,7 +226,6 @@ async def deploy(request: web.Request) -> web.Response:
             detail = (e.message if isinstance(e, HttpProcessingError) else str(e)).strip()
             raise BadRequest(f"malformed multipart body: {detail or type(e).__name__}") from None
     elif request.content_type in _WASM_TYPES:
-        _check_length(request, limit, "module")
         wasm = await _read_limited(request.content.read, limit, "module")
         name = request.query.get("name")
         caps = request.query.get("capabilities")
