@@ -11,6 +11,11 @@ remote daemon's state can tell (its member list, which record won) goes through 
 one polling loop here: a bounded deadline and a short interval. Every line a daemon wrote is
 kept in ``<base_dir>/<name>.log`` across restarts; ``log_tails`` is for failure reports.
 
+Crashes and ERROR lines: ``whole_cluster`` (the body of a test module's autouse fixture) fails
+a test during which a node exited by itself (a test stops or kills one only through
+``Daemon.stop``/``kill``) or logged an ERROR line the test did not declare with
+``@pytest.mark.expect_log_errors(pattern, ...)``.
+
 TLS: a ``Daemon`` (or every node of a ``LocalCluster``) given ``tls``, the client context that
 trusts its certificate, is reached at ``https://``; its certificate and the other ``run`` flags
 it needs go in ``args``.
