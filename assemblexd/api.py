@@ -350,7 +350,9 @@ async def deploy(request: web.Request) -> web.Response:
     _check_token(request)
     node = _node(request)
     limit = node.config.max_upload_mib * MIB
-    _check_length(request, limit + _MULTIPART_SLACK, "module")
+    # Only a form gets room for its part headers and text fields; a raw module is the body.
+    slack = _MULTIPART_SLACK if request.content_type == "multipart/form-data" else 0
+    _check_length(request, limit + slack, "module")
     if request.content_type == "multipart/form-data":
         try:
             async with _body_deadline(request):

@@ -1,19 +1,85 @@
-"""Root fixtures: the WAT test guests and a real Redis server.
+"""Root fixtures: the WAT test guests and a real Redis server; and the skip policy.
 
 The plain functions live in `helpers.py` so that code outside fixtures (e2e tests, scripts)
 can use them too.
+
+Skip policy. A test marked ``@pytest.mark.required("<group>")`` is one a claim of the README
+rests on (zeroconf discovery, partition healing, ...), and ``<group>`` names what it needs
+from the machine (``netns``: root, iproute2 and network namespaces). When such a test skips,
+the run's summary lists it and the session fails, unless ``$ASSEMBLEX_ALLOW_SKIP`` names its
+group (comma-separated, or ``all``): a green run means the claims were tested, and a run
+that could not test some says so.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
 from helpers import WAT_DIR, RedisServerError, free_port, load_wat, run_redis_server
 
 __all__ = ["free_port", "load_wat"]
+
+ALLOW_SKIP_ENV = "ASSEMBLEX_ALLOW_SKIP"
+_REQUIRED_SKIPS = pytest.StashKey[list[tuple[str, str, str]]]()
+"""(test id, group, reason) of every skipped test marked ``required``."""
+
+
+def allowed_skips() -> set[str]:
+    """The groups ``$ASSEMBLEX_ALLOW_SKIP`` lets skip (``all``: every group)."""
+    return {g.strip() for g in os.environ.get(ALLOW_SKIP_ENV, "").split(",") if g.strip()}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_REQUIRED_SKIPS] = []
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    marker = item.get_closest_marker("required")
+    if marker is not None and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        group = str(marker.args[0]) if marker.args else "required"
+        item.config.stash[_REQUIRED_SKIPS].append((item.nodeid, group, reason))
+    return report
+
+
+def _refused_skips(config: pytest.Config) -> list[tuple[str, str, str]]:
+    allowed = allowed_skips()
+    if "all" in allowed:
+        return []
+    return [s for s in config.stash[_REQUIRED_SKIPS] if s[1] not in allowed]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    skipped = terminalreporter.config.stash[_REQUIRED_SKIPS]
+    if not skipped:
+        return
+    refused = _refused_skips(terminalreporter.config)
+    terminalreporter.write_sep("=", "skipped tests that README claims rest on", yellow=True)
+    for nodeid, group, reason in skipped:
+        verdict = "FAILS THE RUN" if (nodeid, group, reason) in refused else "allowed"
+        terminalreporter.write_line(f"{verdict} [{group}] {nodeid}: {reason}")
+    if refused:
+        groups = ",".join(sorted({g for _, g, _ in refused}))
+        terminalreporter.write_line(
+            f"these tests did not run, so the claims they test are untested here; give the"
+            f" machine what they need (scripts/test installs it) or accept it with"
+            f" {ALLOW_SKIP_ENV}={groups}",
+            red=True,
+        )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _refused_skips(session.config) and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,11 @@ remote daemon's state can tell (its member list, which record won) goes through 
 one polling loop here: a bounded deadline and a short interval. Every line a daemon wrote is
 kept in ``<base_dir>/<name>.log`` across restarts; ``log_tails`` is for failure reports.
 
+Crashes and ERROR lines: ``whole_cluster`` (the body of a test module's autouse fixture) fails
+a test during which a node exited by itself (a test stops or kills one only through
+``Daemon.stop``/``kill``) or logged an ERROR line the test did not declare with
+``@pytest.mark.expect_log_errors(pattern, ...)``.
+
 TLS: a ``Daemon`` (or every node of a ``LocalCluster``) given ``tls``, the client context that
 trusts its certificate, is reached at ``https://``; its certificate and the other ``run`` flags
 it needs go in ``args``.
@@ -38,6 +43,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 import wasmtime
 from helpers import REPO_ROOT, daemon_env, free_port
 
@@ -46,7 +52,9 @@ __all__ = [
     "Daemon",
     "LocalCluster",
     "NodeError",
+    "crashed",
     "http",
+    "log_errors",
     "poll",
     "tagged_guest",
 ]
@@ -211,6 +219,8 @@ class Daemon:
         self.lines: list[str] = []
         """Every line of the current process; a restart starts a new list."""
         self.proc: subprocess.Popen[str] | None = None
+        self.stopped_on_purpose = False
+        """Whether the process is down because a test stopped or killed it (not a crash)."""
         self._cond = threading.Condition()
         self._eof = True
         self._reader: threading.Thread | None = None
@@ -220,6 +230,9 @@ class Daemon:
     def start(self) -> None:
         """Spawn the process (``wait_listening`` waits for it to serve)."""
         assert self.proc is None or self.proc.poll() is not None, f"{self.name} is running"
+        # The last process's reader first (a crashed one was not joined): its end-of-file
+        # must not land on the new process's log.
+        self._join_reader()
         argv = [
             sys.executable, "-m", "assemblexd", "run",
             "--port", str(self.port),
@@ -233,6 +246,7 @@ class Daemon:
         with self._cond:
             self.lines = []
             self._eof = False
+        self.stopped_on_purpose = False
         self.proc = subprocess.Popen(
             argv,
             cwd=REPO_ROOT,
@@ -277,6 +291,7 @@ class Daemon:
     def stop(self) -> int:
         """SIGTERM, and the exit status; kills it and fails if it does not stop in time."""
         assert self.proc is not None
+        self.stopped_on_purpose = True
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
@@ -289,6 +304,7 @@ class Daemon:
 
     def kill(self) -> None:
         """SIGKILL: no shutdown at all, as a power cut."""
+        self.stopped_on_purpose = True
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
@@ -513,6 +529,7 @@ class LocalCluster:
     def close(self) -> None:
         """Stop every node (SIGTERM, then SIGKILL for a node that hangs)."""
         for d in self.nodes:
+            d.stopped_on_purpose = True
             if d.running:
                 assert d.proc is not None
                 d.proc.send_signal(signal.SIGTERM)
@@ -526,16 +543,76 @@ class LocalCluster:
             d._join_reader()
 
 
+def crashed(cluster: LocalCluster) -> list[Daemon]:
+    """The nodes whose process ended without a test stopping or killing it."""
+    return [
+        d
+        for d in cluster.nodes
+        if d.proc is not None and not d.running and not d.stopped_on_purpose
+    ]
+
+
+ERROR_LEVELS = frozenset({"ERROR", "CRITICAL"})
+
+
+def log_errors(daemon: Daemon, since: int, allowed: Sequence[str] = ()) -> list[str]:
+    """The ERROR (and CRITICAL) records ``daemon`` wrote to its log file after byte ``since``
+    whose message matches none of the ``allowed`` patterns (``re.search``)."""
+    try:
+        with daemon.log_path.open("rb") as f:
+            f.seek(since)
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return []
+    patterns = [re.compile(p) for p in allowed]
+    found = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(record, dict) or record.get("level") not in ERROR_LEVELS:
+            continue
+        text_of = f"{record.get('msg', '')}\n{record.get('exc', '')}"
+        if not any(p.search(text_of) for p in patterns):
+            found.append(line)
+    return found
+
+
+def _log_size(daemon: Daemon) -> int:
+    try:
+        return daemon.log_path.stat().st_size
+    except OSError:
+        return 0
+
+
 def whole_cluster(cluster: LocalCluster, request: Any, log_lines: int = 40) -> Iterator[None]:
-    """Body of a test's autouse fixture: every node up before it; logs after a failure.
+    """Body of a test's autouse fixture: every node up before it; no node crashed and no
+    unexpected ERROR line logged during it; logs after a failure.
 
     Use as ``yield from whole_cluster(cluster, request)`` in a fixture of the test module.
+
+    A node a test stopped or killed and left down is started again. A node whose process
+    ended by itself is a crash: the test during which it happened fails (and the node is
+    started again for the next one). Every ERROR or CRITICAL line a node logs during a test
+    fails it, unless the test expects it: ``@pytest.mark.expect_log_errors(pattern, ...)``
+    (regular expressions searched in the line's message and traceback).
     """
+    found = crashed(cluster)
+    if found:  # between tests, or before the first: nothing else to blame
+        for d in found:
+            d.stopped_on_purpose = True
+        pytest.fail(
+            f"node(s) {', '.join(d.name for d in found)} exited by themselves before"
+            f" {request.node.name}\n{cluster.log_tails(log_lines)}",
+            pytrace=False,
+        )
     down = [d for d in cluster.nodes if not d.running]
     for d in down:
         d.restart()
     if down:
         cluster.wait_members()
+    sizes = {d.name: _log_size(d) for d in cluster.nodes}
     failed = request.session.testsfailed
     yield
     if request.session.testsfailed > failed:
@@ -545,3 +622,17 @@ def whole_cluster(cluster: LocalCluster, request: Any, log_lines: int = 40) -> I
             reporter.write_line(cluster.describe())
             reporter.write_sep("-", "last log lines of every node")
             reporter.write_line(cluster.log_tails(log_lines))
+    problems = []
+    found = crashed(cluster)
+    for d in found:
+        d.stopped_on_purpose = True  # reported here once; the next test starts it again
+        assert d.proc is not None
+        problems.append(f"{d.name} exited by itself (status {d.proc.returncode})")
+    marker = request.node.get_closest_marker("expect_log_errors")
+    allowed = [str(p) for p in marker.args] if marker is not None else []
+    for d in cluster.nodes:
+        errors = log_errors(d, sizes.get(d.name, 0), allowed)
+        if errors:
+            problems.append(f"{d.name} logged unexpected ERROR lines:\n" + "\n".join(errors[:20]))
+    if problems:
+        pytest.fail("\n".join(problems) + f"\n{cluster.log_tails(log_lines)}", pytrace=False)

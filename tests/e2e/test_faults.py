@@ -501,6 +501,7 @@ def test_kill_deployer_right_after_201(cluster: LocalCluster) -> None:
 # -- kill -9 mid-transfer ------------------------------------------------------------------------
 
 
+@pytest.mark.required("netns")
 @pytest.mark.timeout(300)
 def test_kill_mid_module_transfer(cluster: LocalCluster, netns: Netns | None) -> None:
     """A big module moves slowly out of its origin (tc on the origin's port). A kill -9 of the

@@ -49,7 +49,7 @@ import pytest
 from cluster import READ_TOKEN, tagged_guest
 from helpers import REPO_ROOT, daemon_env
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.required("netns")]
 
 PORT = 4000
 START_TIMEOUT = 60.0

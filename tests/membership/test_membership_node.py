@@ -325,3 +325,29 @@ async def _direct_payloads(subscription: Subscription, count: int) -> list[bytes
                 if len(got) == count:
                     break
     return got
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_peer_whose_send_queue_overflows_is_dropped(kind: str) -> None:
+    """More frames for a neighbour than its send queue holds, before its writer can send one:
+    the link is dropped (and the neighbour reported down), the frames are not queued on. The
+    keepalive is long, so that only the overflow can drop the link within the test."""
+    async with cluster(kind) as c:
+        queue = 8
+        a = await c.start("a", send_queue=queue, keepalive_timeout=60.0)
+        events = a.events()
+        channel, _ = await raw_handshake(c.transport, a.me.address, "slow", None)
+        await channel.send(encode(Neighbor(high_priority=True)))
+        async with asyncio.timeout(5):
+            async for event in events:
+                if isinstance(event, NeighborUp):
+                    slow = event.peer
+                    break
+        for i in range(queue + 1):  # no await in between: the writer sends none of them yet
+            a.send(slow, b"%d" % i)
+        async with asyncio.timeout(5):
+            async for event in events:
+                if event == NeighborDown(slow):
+                    break
+        assert await closed_by_peer(channel)
+        assert slow not in a.active_view()

@@ -67,6 +67,7 @@ def namespace() -> Iterator[str]:
         subprocess.run(["ip", "netns", "del", name], check=False)
 
 
+@pytest.mark.required("netns")
 @pytest.mark.timeout(120)
 async def test_zeroconf_discovery_builds_the_overlay_in_a_namespace(namespace: str) -> None:
     prefix = ["ip", "netns", "exec", namespace]
