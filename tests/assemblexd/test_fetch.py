@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from helpers import free_port
+from helpers import FakePeers, free_port
 
 from assemblexd.cluster import Cluster
 from assemblexd.config import MIB, Config
@@ -35,9 +35,10 @@ async def test_a_fetched_module_that_does_not_match_its_sha256_is_neither_stored
 ) -> None:
     """The first fetch gives another (valid) module than the record names; the node refuses
     it, keeps nothing of it, and runs the app once a fetch gives the right bytes."""
+    peers = FakePeers()
     async with (
         Node(Config(data_dir=tmp_path / "a", name="a")) as a,
-        Node(Config(data_dir=tmp_path / "b", name="b")) as b,
+        Node(Config(data_dir=tmp_path / "b", name="b"), peers=peers) as b,
     ):
         impostor = wat("host_echo")  # answers any operation; echo answers "echo" only
         fetches: list[str] = []
@@ -50,9 +51,9 @@ async def test_a_fetched_module_that_does_not_match_its_sha256_is_neither_stored
             refused.set()  # asked again: the first answer was refused
             return a.storage.read_blob(record.sha256)
 
-        b.fetch_module = fetch
+        peers.fetch = fetch
         running = asyncio.Event()
-        b.on_apps_changed.append(running.set)
+        peers.on_apps_changed.append(running.set)
         record = await a.deploy("echo", wat("echo"))
         sync(a, b)
         async with asyncio.timeout(10):
@@ -76,16 +77,17 @@ async def test_a_fetched_module_that_does_not_match_its_sha256_is_neither_stored
 
 
 @pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+async def cluster(tmp_path: Path) -> AsyncIterator[tuple[Cluster, Node]]:
     """The cluster layer of a node with a 1 MiB upload limit and no peer of its own."""
     port = free_port()
     config = Config(
         data_dir=tmp_path / "node", name="node", port=port, mdns=False, max_upload_mib=1
     )
-    async with Node(config) as node:
+    layer = Cluster()
+    async with Node(config, peers=layer) as node:
         node.url = f"http://127.0.0.1:{port}"
-        async with Cluster(node) as layer:
-            yield layer
+        async with layer.running(node):
+            yield layer, node
 
 
 async def serve_blob(data: bytes) -> tuple[web.AppRunner, str]:
@@ -109,13 +111,11 @@ async def serve_blob(data: bytes) -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{port}"
 
 
-def introduce(cluster: Cluster, name: str, url: str) -> None:
-    """Make ``cluster`` know a member ``name`` at ``url`` (its member record, as a peer's
+def introduce(node: Node, name: str, url: str) -> None:
+    """Make ``node`` know a member ``name`` at ``url`` (its member record, as a peer's
     would arrive)."""
     record = {"id": f"{name}-id", "name": name, "url": url, "active": [], "apps": {}}
-    cluster.node.replica.set(
-        f"members/{name}-id", json.dumps({**record, "updated": time.time()}).encode()
-    )
+    node.replica.set(f"members/{name}-id", json.dumps({**record, "updated": time.time()}).encode())
 
 
 def record_of(data: bytes, origin: str) -> AppRecord:
@@ -131,16 +131,17 @@ def record_of(data: bytes, origin: str) -> AppRecord:
 
 @pytest.mark.parametrize(("size", "refused"), [(MIB, False), (MIB + 1, True)])
 async def test_a_fetched_module_over_the_upload_limit_is_refused(
-    cluster: Cluster, size: int, refused: bool
+    cluster: tuple[Cluster, Node], size: int, refused: bool
 ) -> None:
+    layer, node = cluster
     data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
     runner, url = await serve_blob(data)
     try:
-        introduce(cluster, "peer", url)
+        introduce(node, "peer", url)
         if refused:
             with pytest.raises(FetchError, match="over the upload limit"):
-                await cluster.fetch_module(record_of(data, "peer"))
+                await layer.fetch_module(record_of(data, "peer"))
         else:
-            assert await cluster.fetch_module(record_of(data, "peer")) == data
+            assert await layer.fetch_module(record_of(data, "peer")) == data
     finally:
         await runner.cleanup()
