@@ -18,9 +18,18 @@ from pathlib import Path
 
 import redis
 import wasmtime
+from aiohttp import web
+from aiohttp.test_utils import TestClient
 
 from assemblexd.peers import NoPeers
 from assemblexd.records import AppRecord
+
+Wat = Callable[[str], bytes]
+"""The ``wat`` fixture: a test guest of guests/wat/ by name, compiled."""
+Client = TestClient[web.Request, web.Application]
+"""A test client of a node's HTTP API (pytest-aiohttp)."""
+MakeClient = Callable[..., Awaitable[Client]]
+"""The ``aiohttp_client`` fixture."""
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WAT_DIR = REPO_ROOT / "guests" / "wat"

@@ -6,22 +6,17 @@ import dataclasses
 import hashlib
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
+from helpers import Client, MakeClient, Wat
 
 from assemblexd.api import create_app
 from assemblexd.config import MIB, Config
 from assemblexd.node import Node
-
-Wat = Callable[[str], bytes]
-MakeClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
-Client = TestClient[web.Request, web.Application]
 
 TOKEN = "s3cret-token"
 
@@ -37,12 +32,6 @@ def config(tmp_path: Path) -> Config:
         max_payload_mib=1,
         pool_size=2,
     )
-
-
-@pytest.fixture
-async def node(config: Config) -> AsyncIterator[Node]:
-    async with Node(config) as node:
-        yield node
 
 
 @pytest.fixture

@@ -16,18 +16,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
-from helpers import WAT_DIR
+from helpers import WAT_DIR, Client, MakeClient, Wat
 
 from assemblexd.api import NODE, create_app
 from assemblexd.config import Config
 from assemblexd.node import Node
 from assemblexd.peers import NoPeers
-
-Wat = Callable[[str], bytes]
-MakeClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
-Client = TestClient[web.Request, web.Application]
 
 READ = "read-s3cret"
 DEPLOY = "deploy-s3cret"

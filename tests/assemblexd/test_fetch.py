@@ -8,20 +8,18 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from aiohttp import web
-from helpers import FakePeers, free_port
+from helpers import FakePeers, Wat, free_port
 
 from assemblexd.cluster import Cluster
 from assemblexd.config import MIB, Config
 from assemblexd.errors import GuestError
 from assemblexd.node import FetchError, Node
 from assemblexd.records import AppRecord
-
-Wat = Callable[[str], bytes]
 
 
 def sync(a: Node, b: Node) -> None:

@@ -13,12 +13,11 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import FakePeers
+from helpers import FakePeers, Wat
 
 from assemblexd.__main__ import build_parser, config_from_args, main
 from assemblexd.config import Config
@@ -27,8 +26,6 @@ from assemblexd.records import AppRecord
 from assemblexd.registry import record_key
 from assemblexd.runtime import WASMTIME_VERSION
 from assemblexd.storage import Collected, Storage
-
-Wat = Callable[[str], bytes]
 
 HOUR = 3600.0
 
@@ -106,9 +103,7 @@ async def test_an_undeployed_apps_module_is_removed(
             await node.collect_garbage()
         assert blobs(node) == {sha(wat("host_echo"))}
         assert compiled(node) == {compiled_name(sha(wat("host_echo")))}
-        assert any(
-            "garbage collection removed 1 blobs" in r.getMessage() for r in caplog.records
-        )
+        assert any("garbage collection removed 1 blobs" in r.getMessage() for r in caplog.records)
         assert await node.call("stays", "main", b"ok") == b"ok"
 
         metrics = node.metrics_text().decode()
@@ -162,9 +157,7 @@ async def test_the_grace_period_is_configurable(tmp_path: Path, wat: Wat) -> Non
         assert blobs(node) == set()
 
 
-async def test_a_blob_shared_by_two_apps_stays_while_one_uses_it(
-    tmp_path: Path, wat: Wat
-) -> None:
+async def test_a_blob_shared_by_two_apps_stays_while_one_uses_it(tmp_path: Path, wat: Wat) -> None:
     async with Node(config(tmp_path)) as node:
         await node.deploy("a", wat("echo"))
         await node.deploy("b", wat("echo"))
@@ -216,9 +209,7 @@ async def test_a_version_still_running_is_kept(tmp_path: Path, wat: Wat) -> None
         assert blobs(node) == set()
 
 
-async def test_compiled_modules_of_another_wasmtime_are_removed(
-    tmp_path: Path, wat: Wat
-) -> None:
+async def test_compiled_modules_of_another_wasmtime_are_removed(tmp_path: Path, wat: Wat) -> None:
     async with Node(config(tmp_path)) as node:
         record = await node.deploy("app", wat("echo"))
         cache = node.storage.compiled_dir

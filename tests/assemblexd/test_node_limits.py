@@ -10,14 +10,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from helpers import Wat
 
 import crdt
 from assemblexd.config import Config
 from assemblexd.errors import GuestError, Overloaded, UnknownApp
 from assemblexd.logs import LineLimiter
 from assemblexd.node import Node
-
-Wat = Callable[[str], bytes]
 
 
 @pytest.fixture

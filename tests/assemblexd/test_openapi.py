@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from helpers import Client, MakeClient, Wat
 
 from assemblexd.api import create_app
 from assemblexd.config import Config
 from assemblexd.node import Node
 
-Wat = Callable[[str], bytes]
 RAW = {"Content-Type": "application/wasm"}
-MakeClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
-Client = TestClient[web.Request, web.Application]
 
 
 @pytest.fixture

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
+from helpers import MakeClient, Wat
 
 from assemblexd.api import create_app
 from assemblexd.cluster import Cluster
@@ -18,9 +16,6 @@ from assemblexd.config import Config
 from assemblexd.node import Node
 from assemblexd.peers import FetchError, NoPeers
 from assemblexd.records import AppRecord
-
-Wat = Callable[[str], bytes]
-MakeClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 
 RECORD = AppRecord("app", 1, "ab" * 32, 10, 0.0, "elsewhere")
 

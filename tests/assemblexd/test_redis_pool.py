@@ -5,17 +5,15 @@ few dozen calls are more than it holds; the daemon's is 256."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 
 import msgpack
 import pytest
+from helpers import Wat
 
-from assemblexd import hostfuncs
 from assemblexd.config import Config
 from assemblexd.node import Node
-
-Wat = Callable[[str], bytes]
+from assemblexd.runtime import hostfuncs
 
 POOL = 4
 CALLS = 40

@@ -10,15 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import FakePeers
+from helpers import FakePeers, Wat
 
 from assemblexd import apps as apps_module
 from assemblexd.config import Config
 from assemblexd.errors import BadRequest, UnknownApp
 from assemblexd.node import Node
 from assemblexd.records import AppRecord
-
-Wat = Callable[[str], bytes]
 
 
 def sync(a: Node, b: Node) -> None:

@@ -8,11 +8,12 @@ import importlib.metadata
 import logging
 import struct
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import wasmtime
+from helpers import Wat
 
 from assemblexd.config import Config
 from assemblexd.errors import (
@@ -26,18 +27,10 @@ from assemblexd.errors import (
 )
 from assemblexd.node import Node
 
-Wat = Callable[[str], bytes]
-
 
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
     return Config(data_dir=tmp_path, call_timeout=2.0, call_wall_timeout=10.0)
-
-
-@pytest.fixture
-async def node(config: Config) -> AsyncIterator[Node]:
-    async with Node(config) as n:
-        yield n
 
 
 def hostcall(binding: str, namespace: str, operation: str, body: bytes = b"") -> bytes:
@@ -166,9 +159,7 @@ async def test_infinite_loop_times_out_and_node_keeps_serving(tmp_path: Path, wa
         assert node._scheduler.slices > 0
 
 
-async def test_guests_computing_between_host_calls_leave_the_loop(
-    tmp_path: Path, wat: Wat
-) -> None:
+async def test_guests_computing_between_host_calls_leave_the_loop(tmp_path: Path, wat: Wat) -> None:
     """A guest that computes ~0.5 ms between host calls never reaches a tick on the loop: its
     loop time is counted across host calls, and once it has used its slice it runs on the
     workers. Four of them at once leave the loop free (timers on time; before: late by tens

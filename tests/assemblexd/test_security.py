@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
+from helpers import Client, MakeClient, Wat
 
 from assemblexd.api import create_app
 from assemblexd.auth import BlobGuard, blob_proof
 from assemblexd.config import Config
 from assemblexd.node import Node
-
-Wat = Callable[[str], bytes]
-MakeClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
-Client = TestClient[web.Request, web.Application]
 
 
 @pytest.fixture

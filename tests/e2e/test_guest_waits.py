@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 from cluster import Daemon, http
+from helpers import Wat
 
 pytestmark = pytest.mark.e2e
-
-Wat = Callable[[str], bytes]
 
 
 @pytest.fixture

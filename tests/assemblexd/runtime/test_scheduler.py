@@ -151,9 +151,7 @@ async def test_the_wall_clock_limit_cuts_a_host_wait_short(
     ended_cleanly(fut, engine)
 
 
-async def test_too_many_host_calls_fail_the_guest(
-    scheduler: Scheduler, engine: FakeEngine
-) -> None:
+async def test_too_many_host_calls_fail_the_guest(scheduler: Scheduler, engine: FakeEngine) -> None:
     fut = FakeFuture([Call()] * 60)  # max_host_calls is 50
     with pytest.raises(GuestError, match="more than 50 host calls"):
         await scheduler.run(fut, 1.0, echo)
