@@ -77,9 +77,7 @@ def parse_args() -> argparse.Namespace:
         help="plain calls per batch (default 2000); n100 makes 1/50 as many, n1000 1/500",
     )
     p.add_argument("-r", "--rounds", type=int, default=9, help="rounds (default 9)")
-    p.add_argument(
-        "--profile", action="store_true", help="then profile n1000 calls with cProfile"
-    )
+    p.add_argument("--profile", action="store_true", help="then profile n1000 calls with cProfile")
     return p.parse_args()
 
 
@@ -173,10 +171,7 @@ async def main() -> int:
                     f"(min {min(vals):.1f}, max {max(vals):.1f})"
                 )
             print(f"us per direct await of the host handler: {med['direct'] / 100:.1f}")
-            print(
-                "host call / plain call: "
-                f"{statistics.median(per_host['n100']) / med['n0']:.2f}"
-            )
+            print(f"host call / plain call: {statistics.median(per_host['n100']) / med['n0']:.2f}")
 
             if args.profile:
                 fn, _ = variants["n1000"]
