@@ -1,4 +1,4 @@
-"""The app record: what the node (and later the cluster) knows about one deployed app."""
+"""The app record: what every node knows of one deployed app, as the replicated store holds it."""
 
 from __future__ import annotations
 

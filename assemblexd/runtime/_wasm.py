@@ -1,4 +1,4 @@
-"""wasmtime's async C API, reached through wasmtime-py's private ctypes bindings.
+"""The engine, compiled modules, instances and their call futures, on wasmtime's async C API.
 
 Theory of operation
 -------------------
