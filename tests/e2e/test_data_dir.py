@@ -65,6 +65,14 @@ def _refused(daemon: Daemon) -> str:
     return str(record["msg"])
 
 
+def _flip_a_byte(log: Path, at: int) -> bytearray:
+    """Flip one bit of the byte at ``at`` of ``log`` (bit rot); the file's new bytes."""
+    raw = bytearray(log.read_bytes())
+    raw[at] ^= 0x01
+    log.write_bytes(bytes(raw))
+    return raw
+
+
 def _deploy_versions(daemon: Daemon, wat: Callable[[str], bytes], n: int) -> None:
     daemon.wait_listening()
     for i in range(n):
@@ -83,9 +91,7 @@ def test_byte_flipped_mid_log_stops_start_and_keeps_the_file(
     log = data / "replica.log"
     records = _records(log)
     start, end = records[len(records) // 2]
-    raw = bytearray(log.read_bytes())
-    raw[(start + end) // 2] ^= 0x01
-    log.write_bytes(bytes(raw))
+    raw = _flip_a_byte(log, (start + end) // 2)
 
     msg = _refused(start_daemon(data))
     assert f"damaged record at byte {start}" in msg
@@ -109,9 +115,7 @@ def test_salvage_log_recovers_the_intact_records(
     assert daemon.stop() == 0
     log = data / "replica.log"
     start, end = _records(log)[1]  # early: the later versions' records follow it
-    raw = bytearray(log.read_bytes())
-    raw[(start + end) // 2] ^= 0x01
-    log.write_bytes(bytes(raw))
+    raw = _flip_a_byte(log, (start + end) // 2)
     assert "salvage-log" in _refused(start_daemon(data))
 
     done = subprocess.run(
