@@ -1,0 +1,604 @@
+"""Mutation testing of the pure cores and of the daemon's guards (run it as scripts/mutation).
+
+Two parts, one report:
+
+* **cores**: mutmut (configured in pyproject.toml's ``[tool.mutmut]``) mutates crdt/_state.py,
+  crdt/_sync.py, membership/_hyparview.py, membership/_plumtree.py and membership/_overlay.py
+  and runs, for each mutant, the fast unit tests that call the mutated function. The score is
+  killed (or timed out) over all mutants; the goal is ``CORE_GOAL``. Every survivor is printed
+  with its file:line and its change; those in ``EQUIVALENT`` (mutants no test can tell from the
+  original, with the reason) are marked so.
+* **guards**: each row of ``GUARDS`` takes out or weakens one limit or check of the daemon
+  (the limits of docs/operations.md's table, the module hash check, the tokens, the cluster
+  key), in a temporary copy of the tree, and runs the tests named with it: at least one must
+  fail. A row whose original text is no longer in its file is reported as stale (a failure).
+
+Exits 1 when the core score is under the goal or a guard mutation survives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CORE_GOAL = 0.85
+# Statuses that count as killed (mutmut's names); everything else counts as surviving.
+KILLED = {"killed", "timeout", "caught by type check"}
+
+
+@dataclass(frozen=True)
+class Guard:
+    """One targeted mutation of a guard: ``old`` (exact, once in ``file``) becomes ``new``."""
+
+    name: str
+    file: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+    # Why no test here kills it yet, when the test belongs to work in flight elsewhere.
+    pending: str = ""
+
+
+API, NODE = "assemblexd/api.py", "assemblexd/node.py"
+T_API = "tests/assemblexd/test_api.py"
+T_SEC = "tests/assemblexd/test_security.py"
+T_RUN = "tests/assemblexd/test_runtime.py"
+T_ATT = "tests/assemblexd/test_attacks.py"
+T_LIM = "tests/assemblexd/test_node_limits.py"
+T_REG = "tests/assemblexd/test_registry.py"
+CLAIMS = "killed once the tests of the claims branch land"
+
+GUARDS: tuple[Guard, ...] = (
+    # -- HTTP bodies ------------------------------------------------------------------------
+    Guard(
+        "upload: Content-Length checked before reading",
+        API,
+        '_check_length(request, limit + _MULTIPART_SLACK, "module")',
+        "pass",
+        (f"{T_API}::test_deploy_over_upload_limit_multipart", f"{T_API}::test_deploy_over_upload_limit_raw"),
+        pending=CLAIMS,
+    ),
+    Guard(
+        "upload: checked while streaming",
+        API,
+        "wasm = await _read_limited(request.content.read, limit, ",
+        "wasm = await _read_limited(request.content.read, 1 << 62, ",
+        (f"{T_API}::test_deploy_over_upload_limit_streamed",),
+        pending=CLAIMS,
+    ),
+    Guard(
+        "upload: module size (node)",
+        NODE,
+        "if len(wasm) > self.config.max_upload_mib * MIB:",
+        "if False:",
+        (f"{T_RUN}::test_upload_limit",),
+    ),
+    Guard(
+        "payload: Content-Length checked before reading",
+        API,
+        '_check_length(request, limit, "payload")',
+        "pass",
+        (f"{T_API}::test_call_payload_over_limit",),
+    ),
+    Guard(
+        "payload: checked while streaming",
+        API,
+        'payload = await _read_limited(request.content.read, limit, "payload")',
+        'payload = await _read_limited(request.content.read, 1 << 62, "payload")',
+        (f"{T_API}::test_call_payload_over_limit",),
+    ),
+    Guard(
+        "payload: size (node)",
+        NODE,
+        "if len(payload) > self.config.max_payload_mib * MIB:",
+        "if False:",
+        (f"{T_RUN}::test_payload_limit",),
+    ),
+    Guard(
+        "payload: a guest's response",
+        NODE,
+        "if len(response) > self.config.max_payload_mib * MIB:",
+        "if False:",
+        (f"{T_ATT}::test_huge_response",),
+    ),
+    # -- module fetches ---------------------------------------------------------------------
+    Guard(
+        "fetch: sha256 of a fetched module",
+        NODE,
+        "if hashlib.sha256(wasm).hexdigest() != record.sha256:",
+        "if False:",
+        (T_REG,),
+        pending=CLAIMS,
+    ),
+    Guard(
+        "fetch: size of a fetched module",
+        "assemblexd/cluster.py",
+        "if len(data) > limit:",
+        "if False:",
+        (T_REG,),
+        pending=CLAIMS,
+    ),
+    # -- tokens -----------------------------------------------------------------------------
+    Guard(
+        "token: compared",
+        API,
+        "if not hmac.compare_digest(given.strip().encode(), token.encode()):",
+        "if False:",
+        (f"{T_API}::test_token_required_for_deploy_and_delete",),
+    ),
+    Guard(
+        "token: asked by deploy",
+        API,
+        "    _check_token(request)\n    node = _node(request)\n    limit = node.config.max_upload_mib",
+        "    node = _node(request)\n    limit = node.config.max_upload_mib",
+        (f"{T_API}::test_token_required_for_deploy_and_delete",),
+    ),
+    Guard(
+        "call token: asked by calls",
+        API,
+        "if node.config.call_token:\n        _check_token(request, node.config.call_token)",
+        "if False:\n        _check_token(request, node.config.call_token)",
+        (f"{T_SEC}::test_calls_need_the_call_token",),
+    ),
+    # -- cluster key ------------------------------------------------------------------------
+    Guard(
+        "cluster key: link proof verified",
+        "membership/_auth.py",
+        "if matched is None:\n            raise AuthenticationError(",
+        "if False:\n            raise AuthenticationError(",
+        ("tests/membership/test_membership_auth.py",),
+    ),
+    Guard(
+        "cluster key: frame tags verified",
+        "membership/_auth.py",
+        "if not hmac.compare_digest(expected[:TAG_SIZE], tag):",
+        "if False:",
+        ("tests/membership/test_membership_auth.py",),
+    ),
+    Guard(
+        "cluster key: blob proof's MAC (BlobGuard.check)",
+        "assemblexd/auth.py",
+        "if not matched or nonce in self._seen:",
+        "if nonce in self._seen:",
+        (T_SEC,),
+    ),
+    Guard(
+        "cluster key: blob proof spent once (BlobGuard.check)",
+        "assemblexd/auth.py",
+        "if not matched or nonce in self._seen:",
+        "if not matched:",
+        (T_SEC,),
+    ),
+    Guard(
+        "cluster key: blob proof's time window (BlobGuard.check)",
+        "assemblexd/auth.py",
+        "if abs(now - ts) > WINDOW or not 16 <= len(nonce) <= 64:",
+        "if not 16 <= len(nonce) <= 64:",
+        (T_SEC,),
+    ),
+    # -- membership links -------------------------------------------------------------------
+    Guard(
+        "membership: a full link queue drops the peer",
+        "membership/_node.py",
+        "self._spawn(link.channel.aclose())",
+        "pass",
+        ("tests/membership/test_membership_node.py",),
+        pending=CLAIMS,
+    ),
+    Guard(
+        "membership: frame size read",
+        "membership/_codec.py",
+        "if length > self.max_frame:",
+        "if False:",
+        ("tests/membership/test_membership_codec.py::test_oversized_frames_are_refused_both_ways",),
+    ),
+    Guard(
+        "membership: frame size written",
+        "membership/_codec.py",
+        "if len(body) > max_frame:",
+        "if False:",
+        ("tests/membership/test_membership_codec.py::test_oversized_frames_are_refused_both_ways",),
+    ),
+    Guard(
+        "membership: frames read from a peer paced",
+        "membership/_node.py",
+        "if link.tokens < 0:",
+        "if False:",
+        ("tests/membership/test_membership_node.py::test_a_fast_peer_is_paced_to_the_rate_and_loses_nothing",),
+    ),
+    Guard(
+        "membership: sync messages waiting for the sync thread",
+        "membership/_node.py",
+        "return any(s.direct_pending(peer) >= limit for s in self._subscriptions)",
+        "return False",
+        ("tests/membership/test_membership_node.py",),
+    ),
+    # -- crdt -------------------------------------------------------------------------------
+    Guard(
+        "crdt: delta size from a peer",
+        "crdt/_codec.py",
+        "if len(data) > limits.max_delta_bytes:",
+        "if False:",
+        ("tests/crdt/test_crdt_codec.py::test_limits_are_enforced_on_input",),
+    ),
+    Guard(
+        "crdt: digest size from a peer",
+        "crdt/_codec.py",
+        "if len(data) > limits.max_digest_bytes:",
+        "if False:",
+        ("tests/crdt/test_crdt_codec.py::test_limits_are_enforced_on_input",),
+    ),
+    Guard(
+        "crdt: writers in a delta",
+        "crdt/_codec.py",
+        "n_nodes = r.count(_MIN_NODE, limits.max_nodes)",
+        "n_nodes = r.count(_MIN_NODE, _MAX_VARINT)",
+        ("tests/crdt/test_crdt_codec.py",),
+    ),
+    Guard(
+        "crdt: key size of a local write",
+        "crdt/_types.py",
+        "if len(raw) > self.max_key_bytes:",
+        "if False:",
+        ("tests/crdt/",),
+    ),
+    Guard(
+        "crdt: value size of a local write",
+        "crdt/_types.py",
+        "if len(value) > self.max_value_bytes:",
+        "if False:",
+        ("tests/crdt/",),
+    ),
+    # -- apps, instances, calls -------------------------------------------------------------
+    Guard(
+        "max-apps: a deploy's new app",
+        NODE,
+        "len(self.registry.records()) >= self.config.max_apps:",
+        "len(self.registry.records()) > self.config.max_apps:",
+        (f"{T_RUN}::test_apps_per_node_limit",),
+    ),
+    Guard(
+        "max-apps: apps a node runs",
+        NODE,
+        "if name in self._apps or len(self._apps) < self.config.max_apps:",
+        "if name in self._apps or len(self._apps) <= self.config.max_apps:",
+        (f"{T_REG}::test_a_node_runs_no_more_apps_than_its_limit_whatever_peers_send",),
+    ),
+    Guard(
+        "max-instances: refused with every instance busy",
+        "assemblexd/pool.py",
+        "if self.live >= self.limit:\n            raise Overloaded",
+        "if self.live > self.limit:\n            raise Overloaded",
+        (f"{T_LIM}::test_the_cap_still_refuses_when_every_instance_is_busy",),
+    ),
+    Guard(
+        "max-instances: an idle instance gives way",
+        "assemblexd/pool.py",
+        "if self.live >= self.limit and evict and self._idle:",
+        "if False:",
+        (f"{T_LIM}::test_idle_instances_of_other_apps_give_way_at_the_cap",),
+    ),
+    Guard(
+        "idle-timeout: idle instances expire",
+        "assemblexd/pool.py",
+        "if since > cutoff:",
+        "if True:",
+        (f"{T_LIM}::test_idle_instances_expire",),
+    ),
+    Guard(
+        "host calls per guest call",
+        "assemblexd/scheduler.py",
+        "if inv.host_calls > self.max_host_calls:",
+        "if False:",
+        (f"{T_ATT}::test_flood_of_host_calls",),
+    ),
+    Guard(
+        "call depth",
+        "assemblexd/hostfuncs.py",
+        "if depth + 1 > self._max_depth:",
+        "if depth > self._max_depth:",
+        (f"{T_RUN}::test_recursion_to_the_depth_limit", f"{T_ATT}::test_call_chain_that_loops"),
+    ),
+    Guard(
+        "guest CPU time per call",
+        "assemblexd/scheduler.py",
+        "if inv.cpu_time > budget:",
+        "if False:",
+        (f"{T_RUN}::test_infinite_loop_times_out_and_node_keeps_serving",),
+    ),
+    Guard(
+        "wall clock per call",
+        "assemblexd/scheduler.py",
+        "async with asyncio.timeout_at(deadline):",
+        "if True:",
+        (f"{T_RUN}::test_wall_clock_limit",),
+    ),
+    Guard(
+        "linear memory per instance",
+        "assemblexd/_wasm.py",
+        "self.store.set_limits(memory_size=max_memory)",
+        "pass",
+        (f"{T_RUN}::test_memory_limit",),
+    ),
+    Guard(
+        "kv: keys per app",
+        "assemblexd/hostfuncs.py",
+        "if new.keys > old.keys and keys + more_keys > self.max_keys:",
+        "if False:",
+        (f"{T_LIM}::test_kv_keys_quota",),
+    ),
+    Guard(
+        "kv: bytes per app",
+        "assemblexd/hostfuncs.py",
+        "if new.bytes > old.bytes and size + more_bytes > self.max_bytes:",
+        "if False:",
+        (f"{T_LIM}::test_kv_bytes_quota_and_writes_in_flight",),
+    ),
+    Guard(
+        "guest console line cut",
+        "assemblexd/logs.py",
+        "cut = len(line) > max_bytes\n    text = line[:max_bytes]",
+        "cut = False\n    text = line",
+        (f"{T_LIM}::test_a_long_console_line_is_cut",),
+    ),
+    Guard(
+        "guest console lines per app",
+        "assemblexd/logs.py",
+        "if tokens < 1:",
+        "if False:",
+        (f"{T_LIM}::test_console_lines_are_rate_limited_per_app",),
+    ),
+    Guard(
+        "op labels per app",
+        "assemblexd/metrics.py",
+        "if len(op) > MAX_OP_LABEL or len(ops) >= MAX_OPS_PER_APP:",
+        "if False:",
+        (f"{T_LIM}::test_operation_names_chosen_by_callers_do_not_grow_the_metrics",),
+    ),
+)
+
+# Core survivors that no test can tell from the original: (file, original line, mutated line)
+# with the reason. Lines are compared stripped of indentation.
+EQUIVALENT: dict[tuple[str, str, str], str] = {}
+
+
+# -- cores ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Survivor:
+    name: str
+    status: str
+    file: str
+    line: int
+    old: str
+    new: str
+    why: str = ""
+
+
+@dataclass
+class CoreResult:
+    total: int = 0
+    killed: int = 0
+    survivors: list[Survivor] = field(default_factory=list)
+
+
+def run_mutmut(workers: int, resume: bool) -> None:
+    """Run mutmut in ROOT (results in mutants/); a fresh run unless ``resume``."""
+    if not resume:
+        shutil.rmtree(ROOT / "mutants", ignore_errors=True)
+    log = ROOT / "mutants.log"
+    print(f"cores: mutmut run --max-children {workers} (progress in {log.name})", flush=True)
+    started = time.monotonic()
+    with log.open("wb") as out:
+        rc = subprocess.run(
+            [str(ROOT / ".venv/bin/mutmut"), "run", "--max-children", str(workers)],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=False,
+        ).returncode
+    print(f"cores: mutmut finished in {time.monotonic() - started:.0f} s (status {rc})")
+    if rc != 0:
+        tail = log.read_bytes()[-3000:].decode("utf-8", "replace")
+        sys.exit(f"cores: mutmut failed; the end of {log}:\n{tail}")
+
+
+def _function_lines(path: Path) -> dict[tuple[str | None, str], tuple[int, int]]:
+    """(class, function) -> (first line with decorators, last line) of each def in ``path``."""
+    spans: dict[tuple[str | None, str], tuple[int, int]] = {}
+    tree = ast.parse(path.read_text())
+    for node in tree.body:
+        defs: list[tuple[str | None, ast.AST]] = []
+        if isinstance(node, ast.ClassDef):
+            defs = [(node.name, n) for n in node.body]
+        else:
+            defs = [(None, node)]
+        for cls, d in defs:
+            if isinstance(d, ast.FunctionDef | ast.AsyncFunctionDef):
+                first = min([d.lineno, *(x.lineno for x in d.decorator_list)])
+                spans[(cls, d.name)] = (first, d.end_lineno or d.lineno)
+    return spans
+
+
+def _locate(name: str, path: Path, diff: str) -> tuple[int, str, str]:
+    """The line in ``path`` a mutant changes, with the original and mutated lines."""
+    from mutmut.utils.format_utils import orig_function_and_class_names_from_key
+
+    removed = [ln[1:] for ln in diff.splitlines() if ln.startswith("-") and not ln.startswith("---")]
+    added = [ln[1:] for ln in diff.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
+    old = " / ".join(s.strip() for s in removed)
+    new = " / ".join(s.strip() for s in added)
+    func, cls = orig_function_and_class_names_from_key(name)
+    span = _function_lines(path).get((cls, func.rpartition(".")[-1]))
+    if span is None or not removed:
+        return 0, old, new
+    lines = path.read_text().splitlines()
+    # The diff is of the function's text: its hunk header counts from the function's start.
+    hunk = re.search(r"^@@ -(\d+)", diff, re.M)
+    if hunk:
+        offset = int(hunk.group(1))
+        body = diff[hunk.end():].splitlines()[1:]
+        for ln in body:
+            if ln.startswith("-"):
+                break
+            offset += 1
+        guess = span[0] + offset - 1
+        if 0 < guess <= len(lines) and lines[guess - 1] == removed[0]:
+            return guess, old, new
+    for i in range(span[0], span[1] + 1):
+        if lines[i - 1] == removed[0]:
+            return i, old, new
+    return span[0], old, new
+
+
+def core_results() -> CoreResult:
+    """Read mutants/ (from the current directory, which must be ROOT)."""
+    from mutmut.mutation.data import SourceFileMutationData
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+    from mutmut.stats import status_by_exit_code
+    from mutmut.utils.file_utils import walk_mutatable_files
+
+    result = CoreResult()
+    for path in walk_mutatable_files():
+        data = SourceFileMutationData(path=path)
+        data.load()
+        for name, code in sorted(data.exit_code_by_key.items()):
+            status = status_by_exit_code[code]
+            result.total += 1
+            if status in KILLED:
+                result.killed += 1
+                continue
+            diff = get_diff_for_mutant(name, path=path)
+            line, old, new = _locate(name, ROOT / path, diff)
+            why = EQUIVALENT.get((str(path), old, new), "")
+            result.survivors.append(Survivor(name, status, str(path), line, old, new, why))
+    result.survivors.sort(key=lambda s: (s.file, s.line, s.name))
+    return result
+
+
+def report_cores(result: CoreResult) -> bool:
+    score = result.killed / result.total if result.total else 0.0
+    equivalent = sum(1 for s in result.survivors if s.why)
+    print(f"\ncore survivors ({len(result.survivors)}, {equivalent} marked equivalent):")
+    for s in result.survivors:
+        tag = "" if s.status == "survived" else f" [{s.status}]"
+        print(f"  {s.file}:{s.line}{tag}: {s.old}  ->  {s.new}")
+        if s.why:
+            print(f"      equivalent: {s.why}")
+    ok = score >= CORE_GOAL
+    print(
+        f"\ncore score: {result.killed}/{result.total} killed = {score:.1%}"
+        f" (goal {CORE_GOAL:.0%}: {'met' if ok else 'NOT met'})"
+    )
+    if result.total:
+        print(
+            f"core score counting the {equivalent} equivalent survivors as killed:"
+            f" {(result.killed + equivalent) / result.total:.1%}"
+        )
+    return ok
+
+
+# -- guards --------------------------------------------------------------------------------
+
+_IGNORE = shutil.ignore_patterns(
+    ".git", ".venv", "mutants", "mutants.log", "__pycache__", ".mypy_cache", ".ruff_cache",
+    ".pytest_cache", ".hypothesis", "data", "bench-results",
+)
+
+
+def _pytest(tree: Path, tests: tuple[str, ...], timeout: float) -> tuple[int, str]:
+    """Run ``tests`` in ``tree`` (its packages first on the path); the status and output."""
+    env = dict(os.environ, PYTHONPATH=str(tree), PYTHONDONTWRITEBYTECODE="1")
+    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests]
+    try:
+        proc = subprocess.run(
+            cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return -1, "timed out"
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def run_guards(only: str | None) -> bool:
+    guards = [g for g in GUARDS if only is None or only.lower() in g.name.lower()]
+    ok = True
+    with tempfile.TemporaryDirectory(prefix="assemblex-mutation-") as tmp:
+        tree = Path(tmp) / "tree"
+        shutil.copytree(ROOT, tree, ignore=_IGNORE, symlinks=True)
+        # The unmutated tests must pass first, or a failure would say nothing of a mutation.
+        selection = tuple(dict.fromkeys(t for g in guards for t in g.tests))
+        print(f"\nguards: clean run of their {len(selection)} test selections", flush=True)
+        rc, out = _pytest(tree, selection, timeout=900)
+        if rc != 0:
+            print(out[-4000:])
+            print("guards: the unmutated tests fail; no guard result can be trusted")
+            return False
+        print("guard mutations:")
+        for g in guards:
+            target = tree / g.file
+            original = target.read_text()
+            found = original.count(g.old)
+            if found != 1:
+                print(f"  STALE     {g.name}: {g.file} has the original text {found} times")
+                ok = False
+                continue
+            target.write_text(original.replace(g.old, g.new))
+            try:
+                started = time.monotonic()
+                rc, out = _pytest(tree, g.tests, timeout=300)
+            finally:
+                target.write_text(original)
+            took = time.monotonic() - started
+            if rc in (0, 5):
+                verdict = "SURVIVED" if rc == 0 else "SURVIVED (no test ran)"
+                note = f" ({g.pending})" if g.pending else ""
+                print(f"  {verdict:9} {g.name} [{g.file}]{note}")
+                ok = False
+            else:
+                failed = re.search(r"^(FAILED|ERROR) (\S+)", out, re.M)
+                by = failed.group(2) if failed else ("timeout" if rc == -1 else f"status {rc}")
+                print(f"  killed    {g.name} [{g.file}] by {by} ({took:.0f} s)", flush=True)
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=2, help="mutmut workers (default 2)")
+    part = parser.add_mutually_exclusive_group()
+    part.add_argument("--cores-only", action="store_true", help="skip the guard mutations")
+    part.add_argument("--guards-only", action="store_true", help="skip mutmut")
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="keep mutants/ and test only the mutants without a result (mutmut's own caching)",
+    )
+    parser.add_argument(
+        "--report-only", action="store_true", help="report the last mutmut run, run nothing"
+    )
+    parser.add_argument("--guard", help="only the guards whose name contains this")
+    args = parser.parse_args()
+    os.chdir(ROOT)
+
+    ok = True
+    if not args.guards_only:
+        if not args.report_only:
+            run_mutmut(args.workers, args.resume)
+        ok &= report_cores(core_results())
+    if not args.cores_only and not args.report_only:
+        ok &= run_guards(args.guard)
+    print("\nmutation: " + ("goals met" if ok else "goals NOT met"))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
