@@ -137,6 +137,18 @@ def test_limits_are_enforced_on_input() -> None:
         decode_digest(encode_digest({"a": 1, "b": 1, "c": 1}), many)
 
 
+def test_a_delta_may_name_at_most_max_nodes_writers() -> None:
+    small = Limits(max_nodes=4)
+
+    def delta(writers: int) -> Delta:
+        regs = tuple((f"k{i}", LWWRegister(1, f"n{i}", b"")) for i in range(writers))
+        return Delta(1, (), regs)
+
+    assert decode_delta(encode_delta(delta(4)), small) == delta(4)
+    with pytest.raises(RemoteError):
+        decode_delta(encode_delta(delta(5)), small)
+
+
 def test_digest_must_be_canonical() -> None:
     good = encode_digest({"a": 1, "b": 2})
     swapped = b"G\x01\x02" + good[3 + 10 :] + good[3 : 3 + 10]
