@@ -464,10 +464,11 @@ def _locate(name: str, path: Path, diff: str) -> tuple[int, str, str]:
                 break
             offset += 1
         guess = span[0] + offset - 1
-        if 0 < guess <= len(lines) and lines[guess - 1] == removed[0]:
+        if 0 < guess <= len(lines) and lines[guess - 1].strip() == removed[0].strip():
             return guess, old, new
+    # (The diff's text of a method is dedented: lines are compared stripped.)
     for i in range(span[0], span[1] + 1):
-        if lines[i - 1] == removed[0]:
+        if lines[i - 1].strip() == removed[0].strip():
             return i, old, new
     return span[0], old, new
 

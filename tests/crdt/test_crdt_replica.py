@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from crdt import (
@@ -15,7 +17,8 @@ from crdt import (
     encode_message,
 )
 from crdt._codec import decode_delta, encode_delta
-from crdt._types import Delta
+from crdt._state import _ENTRY_OVERHEAD, _SWEEP_MIN, State
+from crdt._types import MAX_INT, CtrEntry, Delta
 from crdt.testing import FakeClock, canonical, exchange, full_exchange
 
 
@@ -218,3 +221,208 @@ def test_what_a_replica_sends_fits_a_1_mib_frame() -> None:
     assert canonical(empty) == canonical(r)
     assert len(sizes) > 3
     assert max(sizes) < 1 << 20
+
+
+def test_a_snapshot_is_the_whole_state_cut_at_the_chunk_size_with_the_claims_last() -> None:
+    """What compaction writes: every entry once, a delta cut as soon as it reaches
+    ``chunk_bytes``, and the version vector claimed (from 0) in the last delta only."""
+    reg = 3 + _ENTRY_OVERHEAD + 43  # key "kNN", a 43-byte value: 70 bytes
+    ctr = 11 + _ENTRY_OVERHEAD  # key "counter-kNN": 35 bytes
+    limits = Limits(chunk_bytes=4 * reg)
+    a, b = State("a", limits), State("b", limits)
+    for i in range(10):
+        a.write(f"k{i:02}", bytes([i]) * 43, now=1.0 + i)
+    for i in range(19):
+        a.incr(f"counter-k{i:02}", i + 1, now=20.0 + i)
+    a.apply(b.incr("counter-k19", 7, now=50.0))
+    assert 2 * reg + 4 * ctr == 8 * ctr == limits.chunk_bytes
+
+    chunks = list(a.snapshot())
+
+    assert [(len(d.regs), len(d.ctrs)) for d in chunks] == [
+        (4, 0),
+        (4, 0),
+        (2, 4),
+        (0, 8),
+        (0, 8),
+        (0, 0),
+    ]
+    assert all(d.claims == () for d in chunks[:-1])
+    assert chunks[-1].claims == (("a", 0, a.vv["a"]), ("b", 0, a.vv["b"]))
+    assert all(d.clock == a.clock for d in chunks)
+    copy = State("c", limits)
+    for d in chunks:
+        copy.apply(d)
+    assert copy.canonical() == a.canonical()
+    assert copy.vv == a.vv
+
+
+# -- the pure state's rules (crdt/_state.py) ---------------------------------------------------
+
+_REG = 3 + _ENTRY_OVERHEAD + 43  # what a register "kNN" with a 43-byte value costs in a delta
+
+
+def test_a_local_stamp_is_the_wall_clock_in_ms_or_one_past_the_clock() -> None:
+    s = State("a", Limits())
+    assert (s.clock, s.local_version()) == (0, 0)
+    assert s.write("k", b"", now=0.0).clock == 1  # the wall clock at 0: one past a fresh clock
+    assert s.write("k", b"", now=1.5).clock == 1500 << 16  # milliseconds, 16 low bits spare
+    assert s.write("k", b"", now=1.5).clock == (1500 << 16) + 1  # the same millisecond
+    assert s.write("k", b"", now=-5.0).clock == (1500 << 16) + 2  # a wall clock gone back
+    assert s.local_version() == (1500 << 16) + 2
+    far = State("b", Limits())
+    assert far.write("k", b"", now=1e30).clock == (MAX_INT >> 16) << 16  # clamped, not wrapped
+
+
+def test_the_clock_and_counters_stop_at_max_int() -> None:
+    s = State("a", Limits())
+    s.clock = MAX_INT - 1  # as after a peer's far-future stamp
+    assert s.write("k", b"", now=0.0).clock == MAX_INT
+    with pytest.raises(
+        LocalError, match=r"^the hybrid clock is exhausted \(a peer sent a far-future stamp\)$"
+    ):
+        s.write("k", b"", now=0.0)
+    c = State("a", Limits())
+    c.incr("n", MAX_INT - 1, now=1.0)
+    c.incr("n", 1, now=2.0)
+    assert c.value("n") == MAX_INT
+    with pytest.raises(LocalError, match=r"^counter overflow$"):
+        c.incr("n", 1, now=3.0)
+
+
+def test_reads_of_what_is_not_there() -> None:
+    s = State("a", Limits())
+    assert s.counter("none").slots == {}
+    s.write("k", b"v", now=1.0)
+    s.incr("c", 2, now=2.0)
+    assert s.canonical() == (
+        [("k", LWWRegister(1000 << 16, "a", b"v"))],
+        [("c", "a", (2, 2000 << 16))],
+    )
+
+
+def test_apply_returns_what_changed_with_its_claims_made_absolute() -> None:
+    a, b = State("a", Limits()), State("b", Limits())
+    w = b.write("k", b"1", now=1.0)
+    i = b.incr("c", 2, now=2.0)
+    delta = Delta(b.clock, (("b", 0, b.clock),), w.regs, i.ctrs)
+    assert a.apply(delta) == (Delta(b.clock, (("b", 0, b.clock),), w.regs, i.ctrs), {"k", "c"})
+    assert a.clock == b.clock
+    assert a.apply(delta) == (None, set())  # nothing new the second time
+    # Entries alone, without a claim: still what changed.
+    e = b.write("e", b"2", now=3.0)
+    assert a.apply(Delta(e.clock, (), e.regs)) == (Delta(e.clock, (), e.regs), {"e"})
+    # A claim alone that extends what we have, recorded from 0; one with a gap is not.
+    assert a.apply(Delta(5, (("b", 3, e.clock + 9),), (), ())) == (
+        Delta(a.clock, (("b", 0, e.clock + 9),), (), ()),
+        set(),
+    )
+    assert a.apply(Delta(5, (("x", 1, 7),), (), ())) == (None, set())
+    # A claim from 0 to 1 by a node never seen: taken.
+    fresh = State("f", Limits())
+    assert fresh.apply(Delta(0, (("x", 0, 1),), (), ())) == (
+        Delta(0, (("x", 0, 1),), (), ()),
+        set(),
+    )
+    assert fresh.clock == 0  # the clock follows stamps and this node's own version only
+    assert fresh.apply(Delta(3, (("f", 0, 100),), (), ()))[0] is not None
+    assert fresh.clock == 100
+    assert fresh.apply(Delta(1, (), (("z", LWWRegister(2, "y", None)),)))[1] == {"z"}
+    assert fresh.clock == 100  # never goes back
+
+
+def _sweep_point(s: State, write: Callable[[], object]) -> tuple[int, int]:
+    """How many overwrites until the writer's stale dots are swept, and the dots left."""
+    dots = s._dots[s.node_id]
+    for n in range(1, 4 * _SWEEP_MIN):
+        before = len(dots.items)
+        write()
+        if len(dots.items) < before:
+            return n, len(dots.items)
+    raise AssertionError("never swept")
+
+
+def test_stale_dots_are_swept_once_they_outnumber_the_live_ones() -> None:
+    now = iter(range(1, 1 << 20))
+    s = State("a", Limits())
+    s.write("k", b"", now=next(now))
+    s.incr("c", 1, now=next(now))
+    for _ in range(2):  # the count starts again after a sweep
+        # Past _SWEEP_MIN stale dots, and more stale than live: only the live ones are kept
+        # (the register's and the counter's), then the new one.
+        assert _sweep_point(s, lambda: s.write("k", b"", now=next(now))) == (_SWEEP_MIN + 1, 3)
+        assert _sweep_point(s, lambda: s.incr("c", 1, now=next(now))) == (_SWEEP_MIN + 1, 3)
+    assert s.delta_for({})[0] == Delta(
+        s.clock,
+        (("a", 0, s.clock),),
+        (("k", s.regs["k"]),),
+        (CtrEntry("c", "a", s.ctrs["c"]["a"][0], s.ctrs["c"]["a"][1]),),
+    )
+    # With many live entries, the stale ones must outnumber them first.
+    big = State("a", Limits())
+    for i in range(2000):
+        big.write(f"k{i}", b"", now=next(now))
+    assert _sweep_point(big, lambda: big.write("k0", b"", now=next(now))) == (2000, 2001)
+
+
+def test_what_a_peer_lacks() -> None:
+    s = State("a", Limits())
+    s.write("k", b"", now=1.0)
+    have = s.vv["a"]
+    assert not s.lacks({})
+    assert not s.lacks({"a": have})
+    assert not s.lacks({"b": 0})
+    assert s.lacks({"a": have + 1})
+    assert s.lacks({"b": 1})
+
+
+def test_a_delta_for_a_peer_names_every_origin_and_cuts_at_the_budget() -> None:
+    s = State("a", Limits(chunk_bytes=2 * _REG))
+    # Entries of a writer we hold no claim for, a claim without entries, our own writes.
+    s.apply(Delta(1, (), (("w00", LWWRegister(1, "w", bytes(43))),)))
+    s.apply(Delta(1, (("x", 0, 1),), (), ()))
+    s.write("k00", bytes(43), now=1.0)
+    s.write("k00", bytes(43), now=2.0)  # an overwrite: the stale entry is not sent
+    delta, more = s.delta_for({})
+    assert more is False
+    assert delta == Delta(
+        s.clock,
+        (("a", 0, s.vv["a"]), ("x", 0, 1)),
+        (("k00", s.regs["k00"]), ("w00", s.regs["w00"])),
+        (),
+    )
+    # Our two entries fit the budget exactly; the writer after us is cut, unclaimed.
+    s.write("k01", bytes(43), now=3.0)
+    delta, more = s.delta_for({"x": 1})
+    assert more is True
+    assert delta == Delta(
+        s.clock, (("a", 0, s.vv["a"]),), (("k00", s.regs["k00"]), ("k01", s.regs["k01"])), ()
+    )
+
+
+def test_counters_are_cut_at_the_budget_too() -> None:
+    ctr = 3 + _ENTRY_OVERHEAD
+    s = State("a", Limits(chunk_bytes=2 * ctr))
+    for i in range(3):
+        s.incr(f"c{i:02}", 1, now=1.0 + i)
+    delta, more = s.delta_for({})
+    assert more is True
+    assert [e.key for e in delta.ctrs] == ["c00", "c01"]
+    assert delta.claims == (("a", 0, s.ctrs["c02"]["a"][1] - 1),)
+
+
+def test_local_writes_since_a_stamp_for_an_eager_push() -> None:
+    s = State("a", Limits(chunk_bytes=2 * _REG))
+    assert s.local_since(0) == (None, 0)  # nothing written yet
+    stamps = [s.write(f"k{i:02}", bytes(43), now=1.0 + i).clock for i in range(3)]
+    assert s.local_since(stamps[2]) == (None, stamps[2])
+    delta, upto = s.local_since(0)
+    assert upto == stamps[2] - 1  # cut before the third: claimed up to just before it
+    assert delta is not None
+    assert delta.claims == (("a", 0, upto),)
+    assert [k for k, _ in delta.regs] == ["k00", "k01"]
+    delta, upto = s.local_since(upto)
+    assert upto == stamps[2]
+    assert delta is not None
+    assert delta.claims == (("a", stamps[2] - 1, stamps[2]),)
+    assert [k for k, _ in delta.regs] == ["k02"]
