@@ -226,3 +226,73 @@ def test_rounds_pushes_and_deadlines() -> None:
     r.set("k", b"x")
     core.tick(nxt + 100)
     assert core.take_outbox() == []
+
+
+def test_a_request_from_a_peer_ahead_is_answered_with_our_digest_and_it_answers_back() -> None:
+    """Anti-entropy in one exchange each way: the responder sends its digest when the asker
+    holds writes it lacks, and the asker answers that digest with what it holds (cut: more)."""
+    limits = Limits(chunk_bytes=1024)
+    r, p = Replica("r", limits=limits), Replica("p", limits=limits)
+    r.set("k", b"v")
+    for i in range(40):
+        p.set(f"x{i:02}", b"y" * 32)
+    r_core = AntiEntropy(r, random.Random(1))
+    p_core = AntiEntropy(p, random.Random(2))
+
+    r_core.on_message("p", SyncRequest(p.digest()), 1.0)
+    [(dst, response)] = r_core.take_outbox()
+    assert dst == "p"
+    assert isinstance(response, SyncResponse)
+    assert response.delta is not None
+    assert response.digest == r.digest()  # p holds writes r lacks
+
+    p_core.on_message("r", response, 1.0)
+    [(dst, answer)] = p_core.take_outbox()
+    assert dst == "r"
+    chunk = p.delta_chunk(r.digest())
+    assert chunk.more is True
+    assert answer == SyncResponse(chunk.delta, True)
+
+    # A peer that holds nothing new gets no digest: it has nothing to send back.
+    r_core.on_message("p", SyncRequest(Replica("e").digest()), 1.0)
+    [(_, response)] = r_core.take_outbox()
+    assert isinstance(response, SyncResponse)
+    assert response.digest is None
+
+
+def test_a_message_of_another_kind_is_a_type_error() -> None:
+    core = AntiEntropy(Replica("r"), random.Random(1))
+    with pytest.raises(TypeError, match=r"^not a crdt message: 'hello'$"):
+        core.on_message("p", "hello", 1.0)  # type: ignore[arg-type]
+
+
+def test_rounds_come_within_the_jitter_of_the_interval_and_the_first_within_one() -> None:
+    firsts = []
+    gaps = []
+    for seed in range(40):
+        core = AntiEntropy(Replica("r"), random.Random(seed), SyncConfig(interval=10, jitter=0.2))
+        core.tick(0.0)
+        first = core.next_deadline()
+        assert first is not None
+        firsts.append(first)
+        core.tick(first)
+        nxt = core.next_deadline()
+        assert nxt is not None
+        gaps.append(nxt - first)
+    assert all(0 <= f <= 10 for f in firsts)
+    assert min(firsts) < 1  # anywhere in the first interval: nodes started together spread out
+    assert all(8 <= g <= 12 for g in gaps)
+    assert min(gaps) < 9.5  # jittered both ways, not a fixed period
+    assert max(gaps) > 10.5
+
+
+def test_the_next_deadline_is_the_earlier_of_the_round_and_a_due_push() -> None:
+    r = Replica("r", clock=FakeClock())
+    core = AntiEntropy(r, random.Random(1), SyncConfig(interval=10, push_interval=100))
+    r.set("k", b"v")
+    assert core.next_deadline() == float("-inf")  # before the first tick: the push is due
+    core.tick(0.0)  # the push goes now; the first round is within 10 s
+    r.set("k", b"w")
+    round_at = core._next_round
+    assert round_at is not None
+    assert core.next_deadline() == round_at  # the round, not the push due at 100
