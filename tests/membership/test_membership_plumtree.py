@@ -138,3 +138,76 @@ def test_seen_cache_and_missing_tables_are_bounded(me: Peer) -> None:
     core.take_events()
     core.on_message(A, Gossip(0, 0, "o", b"p"), 60.0)  # forgotten long ago: delivered again
     assert core.take_events() == [BroadcastReceived(0, "o", b"p")]
+
+
+def test_a_lazy_peer_that_comes_up_again_is_eager(me: Peer) -> None:
+    core = tree(me, (A,), (B,))
+    core.neighbor_up(B)
+    assert B in core.eager
+    assert B not in core.lazy
+
+
+class _Bits(random.Random):
+    """A generator whose ids are given, checking they are asked for as 64-bit numbers."""
+
+    def __init__(self, ids: list[int]) -> None:
+        super().__init__(0)
+        self.ids = ids
+
+    def getrandbits(self, k: int) -> int:
+        assert k == 64
+        return self.ids.pop(0)
+
+
+def test_broadcast_ids_are_64_bit_and_never_reused(me: Peer) -> None:
+    core = Plumtree(me, PlumtreeConfig(), _Bits([5, 5, 5, 9]))
+    assert core.broadcast(b"x", 0.0) == 5
+    assert core.broadcast(b"y", 0.0) == 9  # 5 is taken: drawn again
+    ids = [tree(me, (A,)).broadcast(b"z", 0.0)] + [
+        Plumtree(me, PlumtreeConfig(), random.Random(s)).broadcast(b"z", 0.0) for s in range(32)
+    ]
+    assert all(isinstance(i, int) and 0 <= i < 1 << 64 for i in ids)
+
+
+def test_graft_from_a_lazy_peer_makes_it_eager_and_from_a_stranger_nothing(me: Peer) -> None:
+    core = tree(me, (A,), (B,))
+    core.on_message(B, Graft(1, 0), 0.0)
+    assert B in core.eager
+    assert B not in core.lazy
+    core.on_message(C, Graft(1, 0), 0.0)  # not a neighbour: it does not join the tree
+    assert C not in core.eager
+    assert C not in core.lazy
+
+
+def test_a_graft_is_answered_only_while_the_message_is_cached(me: Peer) -> None:
+    core = Plumtree(me, PlumtreeConfig(cache_ttl=10.0), random.Random(3))
+    core.neighbor_up(A)
+    msg_id = core.broadcast(b"x", 0.0)
+    core.take_outbox()
+    core.on_message(A, Graft(msg_id, 0), 9.9)
+    assert core.take_outbox() == [(A, Gossip(msg_id, 0, "me", b"x"))]
+    core.on_message(A, Graft(msg_id, 0), 10.0)  # expired at cache_ttl exactly
+    assert core.take_outbox() == []
+
+
+def test_ihave_records_the_unseen_ids_after_a_seen_one(me: Peer) -> None:
+    core = tree(me, (A,), (B,))
+    core.on_message(A, Gossip(7, 0, "o", b"p"), 0.0)
+    core.take_outbox()
+    core.on_message(B, IHave(((7, 0), (8, 1))), 0.0)
+    core.tick(1.0)
+    assert core.take_outbox() == [(B, Graft(8, 1))]
+
+
+def test_timers_after_a_received_or_unreachable_message_still_fire(me: Peer) -> None:
+    core = tree(me, (A,), (B, C))
+    core.on_message(B, IHave(((1, 0),)), 0.0)  # arrives meanwhile: its timer is stale
+    core.on_message(C, IHave(((2, 0),)), 0.0)  # C goes away: nobody to graft
+    core.on_message(B, IHave(((3, 0),)), 0.0)  # still missing at 1.0
+    core.on_message(A, Gossip(1, 0, "o", b"p"), 0.5)
+    core.neighbor_down(C)
+    core.take_outbox()
+    core.tick(1.0)
+    assert core.take_outbox() == [(B, Graft(3, 0))]
+    assert B in core.eager  # grafted: part of the tree now
+    assert B not in core.lazy
