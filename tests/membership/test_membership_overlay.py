@@ -9,6 +9,7 @@ from membership_cluster import peer
 
 from membership import (
     DirectReceived,
+    HyParViewConfig,
     NeighborDown,
     NeighborUp,
     NotNeighborError,
@@ -80,3 +81,46 @@ def test_messages_from_this_node_itself_are_ignored(overlay: Overlay, me: Peer) 
     assert overlay.take_outbox() == []
     assert overlay.take_events() == []
     assert overlay.active_view() == (A,)
+
+
+def test_views_and_contacts_are_those_of_the_membership_core(me: Peer) -> None:
+    slow = HyParViewConfig(shuffle_interval=1e9)  # no shuffle in the way of the deadline
+    overlay = Overlay(me, random.Random(1), hyparview=slow)
+    assert overlay.passive_view() == ()
+    overlay.add_contact(A, 0.0)  # isolated: joined through at once
+    assert overlay.is_neighbor(A)
+    assert not overlay.is_neighbor(B)
+    assert overlay.take_outbox() == [(A, Join())]
+    overlay.add_contact(B, 2.0)  # not isolated: a passive peer, asked to fill a free slot
+    assert overlay.passive_view() == (B,)
+    assert overlay.membership.pending == (B,)
+    assert overlay.next_deadline() == 2.0 + slow.neighbor_timeout
+    # With one neighbour the node is one failure from isolation: it asks with high priority.
+    assert overlay.take_outbox() == [(B, Neighbor(high_priority=True))]
+
+
+def test_not_a_neighbour_says_who(overlay: Overlay) -> None:
+    with pytest.raises(NotNeighborError, match=r"^b@mem://b is not a neighbour of me@mem://me$"):
+        overlay.send_direct(B, b"x")
+
+
+def test_the_clock_starts_at_the_given_time(me: Peer) -> None:
+    at_zero = Overlay(me, random.Random(1), 0.0).next_deadline()
+    assert at_zero is not None
+    assert Overlay(me, random.Random(1)).next_deadline() == at_zero
+    assert Overlay(me, random.Random(1), 100.0).next_deadline() == at_zero + 100.0
+
+
+def test_timers_of_both_layers_run_by_default(overlay: Overlay) -> None:
+    overlay.on_message(A, Join(), 0.0)
+    overlay.on_message(A, IHave(((7, 0),)), 0.0)  # missing: a graft is due at graft_timeout
+    overlay.take_outbox()
+    graft_at = overlay.broadcaster.next_deadline()
+    shuffle_at = overlay.membership.next_deadline()
+    assert graft_at is not None
+    assert overlay.next_deadline() == min(graft_at, shuffle_at)
+    assert overlay.next_deadline(membership=False) == graft_at
+    overlay.tick(max(graft_at, shuffle_at))
+    kinds = {type(m) for _, m in overlay.take_outbox()}
+    assert Graft in kinds  # the broadcast layer's timer
+    assert overlay.membership.next_deadline() > shuffle_at  # and the membership's ran too
