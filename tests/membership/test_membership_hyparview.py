@@ -355,3 +355,90 @@ def test_crossed_requests_then_a_drop_leave_no_half_link(me: Peer) -> None:
     core.on_message(E, NeighborReply(accepted=True), 1.3)  # the old yes arrives
     assert E not in core.active
     assert sent(core) == [(E, Disconnect())]  # and is undone at E's end too
+
+
+# --- rules pinned by the mutation run -------------------------------------------------------
+
+P = tuple(peer(f"p{i}") for i in range(8))
+
+
+def test_a_contact_is_joined_only_by_an_isolated_node_and_never_oneself(
+    hyparview: HyParView, me: Peer
+) -> None:
+    hyparview.add_contact(me, 0.0)
+    assert hyparview.contacts == {}
+    assert sent(hyparview) == []
+    hyparview.add_contact(A, 0.0)  # isolated: joined through
+    assert list(hyparview.active) == [A]
+    assert A in hyparview.contacts
+    assert sent(hyparview) == [(A, Join())]
+    lonely = HyParView(me, hyparview.config, random.Random(1))
+    lonely._pending[B] = 9.0  # asked B, no answer yet: not isolated for long
+    lonely.add_contact(C, 0.0)
+    assert Join() not in [m for _, m in sent(lonely)]
+    assert C in lonely.passive
+
+
+def test_contacts_are_kept_most_recent_last_up_to_max_contacts(me: Peer) -> None:
+    core = HyParView(me, HyParViewConfig(max_contacts=2), random.Random(1))
+    core.add_contact(A, 0.0)
+    core.add_contact(B, 0.0)
+    assert list(core.contacts) == [A, B]
+    core.add_contact(A, 0.0)  # seen again: the most recent
+    core.add_contact(C, 0.0)  # over the limit: the least recent (B) goes
+    assert list(core.contacts) == [A, C]
+
+
+def test_the_next_deadline_includes_a_pending_request(me: Peer) -> None:
+    core = HyParView(me, HyParViewConfig(shuffle_interval=1e9), random.Random(1))
+    core.add_contact(A, 0.0)
+    core.add_contact(B, 1.0)  # one neighbour: B is asked, answer due by 1 + neighbor_timeout
+    assert core.pending == (B,)
+    assert core.next_deadline() == 1.0 + core.config.neighbor_timeout
+
+
+def test_a_forward_join_with_ttl_left_goes_on_and_at_zero_is_taken(hyparview: HyParView) -> None:
+    fill_active(hyparview, A, B)
+    hyparview.on_message(A, ForwardJoin(E, 1), 0.0)  # ttl 1: one more hop
+    assert sent(hyparview) == [(B, ForwardJoin(E, 0))]
+    hyparview.on_message(A, ForwardJoin(F, 0), 0.0)  # ttl 0: taken here
+    assert sent(hyparview) == [(F, Neighbor(high_priority=True))]
+
+
+def test_a_forward_join_is_taken_by_a_node_with_one_neighbour(hyparview: HyParView) -> None:
+    fill_active(hyparview, A)
+    hyparview.on_message(B, ForwardJoin(E, 3), 0.0)  # B has gone from our view meanwhile
+    assert sent(hyparview) == [(E, Neighbor(high_priority=True))]
+
+
+def test_a_shuffle_with_ttl_left_goes_on_and_at_the_end_is_answered(hyparview: HyParView) -> None:
+    fill_active(hyparview, A, B)
+    hyparview.on_message(A, Shuffle(C, (D,), 2), 0.0)  # one hop left after this one
+    assert sent(hyparview) == [(B, Shuffle(C, (D,), 1))]
+    hyparview.on_message(A, Shuffle(C, (D,), 1), 0.0)  # last hop: answered to the origin
+    [(dst, reply)] = sent(hyparview)
+    assert dst == C
+    assert isinstance(reply, ShuffleReply)
+
+
+def test_a_shuffle_is_answered_by_a_node_with_one_neighbour(hyparview: HyParView) -> None:
+    fill_active(hyparview, A)
+    hyparview.on_message(B, Shuffle(C, (D,), 4), 0.0)
+    [(dst, reply)] = sent(hyparview)
+    assert dst == C
+    assert isinstance(reply, ShuffleReply)
+
+
+def test_a_yes_nobody_asked_for_is_undone(hyparview: HyParView) -> None:
+    hyparview.on_message(A, NeighborReply(accepted=True), 0.0)
+    assert (A, Disconnect()) in sent(hyparview)
+    assert A not in hyparview.active
+    assert A in hyparview.passive
+
+
+def test_a_shuffle_reply_replaces_the_entries_sent_away_first(me: Peer) -> None:
+    core = HyParView(me, HyParViewConfig(passive_size=4), random.Random(1))
+    core.passive = dict.fromkeys(P[:4])
+    core._last_sample = (P[1], P[2])  # what our last shuffle sent
+    core.on_message(A, ShuffleReply((P[0], P[5], P[6])), 0.0)  # P0 known: skipped, not a stop
+    assert set(core.passive) == {P[0], P[3], P[5], P[6]}
