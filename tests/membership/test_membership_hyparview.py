@@ -442,3 +442,20 @@ def test_a_shuffle_reply_replaces_the_entries_sent_away_first(me: Peer) -> None:
     core._last_sample = (P[1], P[2])  # what our last shuffle sent
     core.on_message(A, ShuffleReply((P[0], P[5], P[6])), 0.0)  # P0 known: skipped, not a stop
     assert set(core.passive) == {P[0], P[3], P[5], P[6]}
+
+
+def test_a_repair_round_stops_after_repair_rejections_refusals(hyparview: HyParView) -> None:
+    fill_active(hyparview, A, B, C)
+    hyparview.passive = dict.fromkeys(P[:4])
+    hyparview.on_unreachable(C, 0.0)  # two neighbours left: not fragile, asks one at a time
+    asked = []
+    for _ in range(6):
+        out = sent(hyparview)
+        requests = [dst for dst, m in out if isinstance(m, Neighbor)]
+        if not requests:
+            break
+        [peer_asked] = requests
+        asked.append(peer_asked)
+        hyparview.on_message(peer_asked, NeighborReply(accepted=False), 0.0)
+    assert len(asked) == hyparview.config.repair_rejections  # then it backs off
+    assert hyparview.next_deadline() == hyparview.config.repair_backoff
