@@ -402,11 +402,34 @@ class CoreResult:
 
 
 def run_mutmut(workers: int, resume: bool) -> None:
-    """Run mutmut in ROOT (results in mutants/); a fresh run unless ``resume``."""
-    if not resume:
+    """Run mutmut in ROOT (results in mutants/).
+
+    A fresh run unless ``resume``: then the results of the mutants the last run did not kill
+    are cleared, and mutmut tries those again with the tests as they are now (the killed ones
+    stay killed: mutmut redoes everything itself when a mutated file changed).
+    """
+    if resume:
+        from mutmut.mutation.data import SourceFileMutationData
+        from mutmut.stats import status_by_exit_code
+        from mutmut.utils.file_utils import walk_mutatable_files
+
+        again = 0
+        for path in walk_mutatable_files():
+            data = SourceFileMutationData(path=path)
+            data.load()
+            for name, code in data.exit_code_by_key.items():
+                if status_by_exit_code[code] not in KILLED:
+                    data.exit_code_by_key[name] = None
+                    again += 1
+            data.save()
+        what = f"the {again} mutants not killed before"
+    else:
         shutil.rmtree(ROOT / "mutants", ignore_errors=True)
+        what = "all mutants"
     log = ROOT / "mutants.log"
-    print(f"cores: mutmut run --max-children {workers} (progress in {log.name})", flush=True)
+    print(
+        f"cores: mutmut run --max-children {workers}: {what} (progress in {log.name})", flush=True
+    )
     started = time.monotonic()
     with log.open("wb") as out:
         rc = subprocess.run(
@@ -601,7 +624,7 @@ def main() -> int:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="keep mutants/ and test only the mutants without a result (mutmut's own caching)",
+        help="keep mutants/ and try again only the mutants the last run did not kill",
     )
     parser.add_argument(
         "--report-only", action="store_true", help="report the last mutmut run, run nothing"
