@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import random
+import zlib
 
 from membership_cluster import peer
 
 from membership import HyParView, HyParViewConfig, NeighborDown, NeighborUp, Peer
+from membership._hyparview import _pick, _sample
 from membership._messages import (
     CoreMessage,
     Disconnect,
@@ -444,18 +446,89 @@ def test_a_shuffle_reply_replaces_the_entries_sent_away_first(me: Peer) -> None:
     assert set(core.passive) == {P[0], P[3], P[5], P[6]}
 
 
-def test_a_repair_round_stops_after_repair_rejections_refusals(hyparview: HyParView) -> None:
-    fill_active(hyparview, A, B, C)
-    hyparview.passive = dict.fromkeys(P[:4])
-    hyparview.on_unreachable(C, 0.0)  # two neighbours left: not fragile, asks one at a time
-    asked = []
-    for _ in range(6):
-        out = sent(hyparview)
-        requests = [dst for dst, m in out if isinstance(m, Neighbor)]
+def _refuse_all(core: HyParView) -> list[Peer]:
+    """Refuse every NEIGHBOR request the core sends; the peers asked, in order."""
+    asked: list[Peer] = []
+    for _ in range(10):
+        requests = [dst for dst, m in sent(core) if isinstance(m, Neighbor)]
         if not requests:
-            break
-        [peer_asked] = requests
+            return asked
+        [peer_asked] = requests  # not fragile: one request at a time
         asked.append(peer_asked)
-        hyparview.on_message(peer_asked, NeighborReply(accepted=False), 0.0)
-    assert len(asked) == hyparview.config.repair_rejections  # then it backs off
-    assert hyparview.next_deadline() == hyparview.config.repair_backoff
+        core.on_message(peer_asked, NeighborReply(accepted=False), 0.0)
+    raise AssertionError("asked without end")
+
+
+def test_a_repair_round_stops_after_repair_rejections_refusals(me: Peer) -> None:
+    config = HyParViewConfig(active_size=3, shuffle_interval=1e9)
+    core = HyParView(me, config, random.Random(7))
+    fill_active(core, A, B)  # one free slot, two neighbours: not fragile
+    core.passive = dict.fromkeys(P[:4])
+    core.add_contact(P[4], 0.0)  # a passive peer more, and a repair round
+    assert len(_refuse_all(core)) == config.repair_rejections  # then it backs off
+    assert core.next_deadline() == config.repair_backoff
+    core.tick(config.repair_backoff)  # a new round, counted from zero
+    assert len(_refuse_all(core)) == config.repair_rejections
+
+
+def test_with_the_passive_view_dry_a_repair_asks_a_remembered_contact(me: Peer) -> None:
+    config = HyParViewConfig(active_size=3, shuffle_interval=1e9)
+    core = HyParView(me, config, random.Random(7))
+    fill_active(core, A, B)
+    core.contacts = dict.fromkeys([A, C])
+    core.on_unreachable(B, 0.0)  # nothing passive to ask: back off
+    assert [m for _, m in sent(core) if isinstance(m, Neighbor)] == []
+    core.tick(config.repair_backoff)
+    # The contact that is not a neighbour, at normal priority: maybe across a healed partition.
+    assert sent(core) == [(C, Neighbor(high_priority=False))]
+
+
+def test_failed_peers_are_probed_at_the_node_phase_then_every_interval(me: Peer) -> None:
+    config = HyParViewConfig(
+        lost_size=2,
+        probe_interval=10.0,
+        shuffle_interval=1e9,
+        repair_backoff=1e6,  # no repair or answer deadline in the way
+        repair_backoff_max=1e6,
+        neighbor_timeout=1e6,
+    )
+    core = HyParView(me, config, random.Random(7))
+    fill_active(core, A, B, C, D)
+    for p in (B, C, B, D):  # B failed again: the newest; C the oldest goes at the cap
+        core.on_unreachable(p, 0.0)
+        sent(core)
+    assert list(core._lost) == [B, D]
+    first = (0.5 + zlib.crc32(me.id.encode()) / 2**32) * 10.0
+    assert core.next_deadline() == first
+    core.tick(first)  # at the deadline exactly
+    [(dst, msg)] = [(d, m) for d, m in sent(core) if isinstance(m, Neighbor)]
+    assert dst in (B, D)
+    assert msg == Neighbor(high_priority=True)
+    assert core.next_deadline() == first + 10.0
+    core.tick(first + 100.0)  # long overdue: one probe, the next a whole interval on
+    assert core._next_probe == first + 110.0  # (no failed peer left: not a deadline now)
+
+
+def test_no_failed_peer_is_kept_with_lost_size_zero(me: Peer) -> None:
+    for size, kept in ((0, []), (1, [C])):
+        core = HyParView(me, HyParViewConfig(lost_size=size), random.Random(7))
+        fill_active(core, A, B, C)
+        core.on_unreachable(B, 0.0)
+        core.on_unreachable(C, 0.0)
+        assert list(core._lost) == kept
+
+
+def test_the_default_start_time_is_zero(me: Peer) -> None:
+    config = HyParViewConfig()
+    at_zero = HyParView(me, config, random.Random(1), 0.0).next_deadline()
+    assert HyParView(me, config, random.Random(1)).next_deadline() == at_zero
+
+
+def test_picks_and_samples_are_uniform_and_distinct() -> None:
+    rng = random.Random(5)
+    items = list(P)
+    assert {_pick(rng, items) for _ in range(200)} == set(P)
+    samples = [_sample(rng, list(P), 3) for _ in range(200)]
+    assert all(len(set(s)) == 3 for s in samples)
+    assert {s[0] for s in samples} == set(P)
+    assert len(set(samples)) > 100

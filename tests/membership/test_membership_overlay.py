@@ -8,6 +8,7 @@ import pytest
 from membership_cluster import peer
 
 from membership import (
+    BroadcastReceived,
     DirectReceived,
     HyParViewConfig,
     NeighborDown,
@@ -124,3 +125,15 @@ def test_timers_of_both_layers_run_by_default(overlay: Overlay) -> None:
     kinds = {type(m) for _, m in overlay.take_outbox()}
     assert Graft in kinds  # the broadcast layer's timer
     assert overlay.membership.next_deadline() > shuffle_at  # and the membership's ran too
+
+
+def test_joins_failures_and_broadcasts_reach_the_layers(overlay: Overlay) -> None:
+    overlay.join(A, 0.0)
+    assert overlay.take_outbox() == [(A, Join())]
+    assert overlay.take_events() == [NeighborUp(A)]
+    overlay.on_message(A, Gossip(7, 0, "o", b"p"), 0.0)
+    assert overlay.take_events() == [BroadcastReceived(7, "o", b"p")]
+    overlay.on_unreachable(A, 0.0)
+    assert overlay.take_events() == [NeighborDown(A)]
+    assert not overlay.is_neighbor(A)
+    assert A not in overlay.broadcaster.eager
