@@ -329,6 +329,10 @@ def test_apply_returns_what_changed_with_its_claims_made_absolute() -> None:
     assert fresh.clock == 100
     assert fresh.apply(Delta(1, (), (("z", LWWRegister(2, "y", None)),)))[1] == {"z"}
     assert fresh.clock == 100  # never goes back
+    ahead = State("h", Limits())
+    ahead.apply(Delta(500, (), (("z", LWWRegister(500, "y", None)),)))  # a peer's later stamp
+    ahead.apply(Delta(1, (), (("q", LWWRegister(2, "y", None)),)))
+    assert ahead.clock == 500  # not back to the older delta's stamps
 
 
 def _sweep_point(s: State, write: Callable[[], object]) -> tuple[int, int]:
@@ -426,3 +430,35 @@ def test_local_writes_since_a_stamp_for_an_eager_push() -> None:
     assert delta is not None
     assert delta.claims == (("a", stamps[2] - 1, stamps[2]),)
     assert [k for k, _ in delta.regs] == ["k02"]
+
+
+def test_an_eager_push_holds_only_own_writes_up_to_the_own_version() -> None:
+    s = State("a", Limits())
+    s.write("k", b"1", now=1.0)
+    have = s.vv["a"]
+    # An entry of ours stamped past what we claim (an older run's write, come back unclaimed):
+    # anti-entropy sends it like any other, the push of our version does not.
+    s.apply(Delta(have + 7, (), (("z", LWWRegister(have + 7, "a", b"")),)))
+    delta, upto = s.local_since(0)
+    assert upto == have
+    assert delta is not None
+    assert [k for k, _ in delta.regs] == ["k"]
+
+
+def test_a_snapshot_counts_every_byte_toward_the_cut() -> None:
+    """One byte past a whole number of entries: the cut comes an entry later, at every
+    restart of the count; keys are counted in UTF-8 bytes."""
+    ctr = 11 + _ENTRY_OVERHEAD
+    s = State("a", Limits(chunk_bytes=4 * _REG + 1))
+    for i in range(10):
+        s.write(f"k{i:02}", bytes(43), now=1.0 + i)
+    for i in range(20):
+        s.incr(f"counter-k{i:02}", 1, now=20.0 + i)
+    assert 8 * ctr < s.limits.chunk_bytes < 9 * ctr
+    shape = [(len(d.regs), len(d.ctrs)) for d in s.snapshot()]
+    assert shape == [(5, 0), (5, 0), (0, 9), (0, 9), (0, 2)]
+    wide = 3 + _ENTRY_OVERHEAD + 10  # "é0": 2 characters, 3 bytes
+    u = State("u", Limits(chunk_bytes=2 * wide))
+    for i in range(4):
+        u.write(f"\u00e9{i}", bytes(10), now=1.0 + i)
+    assert [len(d.regs) for d in u.snapshot()] == [2, 2, 0]

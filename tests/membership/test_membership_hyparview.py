@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import zlib
+from collections import Counter
 
 from membership_cluster import peer
 
@@ -505,8 +506,12 @@ def test_failed_peers_are_probed_at_the_node_phase_then_every_interval(me: Peer)
     assert dst in (B, D)
     assert msg == Neighbor(high_priority=True)
     assert core.next_deadline() == first + 10.0
-    core.tick(first + 100.0)  # long overdue: one probe, the next a whole interval on
-    assert core._next_probe == first + 110.0  # (no failed peer left: not a deadline now)
+    core.tick(first + 13.0)  # a late tick: the phase is kept
+    assert core._next_probe == first + 20.0
+    core.tick(first + 30.0)  # a whole interval late: the next a whole interval on
+    assert core._next_probe == first + 40.0
+    core.tick(first + 100.0)  # long overdue: one probe, no burst of catch-up probes
+    assert core._next_probe == first + 110.0
 
 
 def test_no_failed_peer_is_kept_with_lost_size_zero(me: Peer) -> None:
@@ -532,3 +537,65 @@ def test_picks_and_samples_are_uniform_and_distinct() -> None:
     assert all(len(set(s)) == 3 for s in samples)
     assert {s[0] for s in samples} == set(P)
     assert len(set(samples)) > 100
+    # Each of 8 peers is in a sample of 3 with probability 3/8: 1,500 times in 4,000 draws
+    # (standard deviation about 31). A biased shuffle favours some peers by hundreds.
+    counts = Counter(p for _ in range(4000) for p in _sample(rng, list(P), 3))
+    assert all(1350 < counts[p] < 1650 for p in P), counts
+
+
+def test_an_unanswered_request_counts_as_a_failure_to_probe_later(hyparview: HyParView) -> None:
+    fill_active(hyparview, A)
+    hyparview._pending[C] = 5.0  # asked at 0, no answer
+    hyparview.tick(5.0)
+    assert C in hyparview._lost
+    assert C not in hyparview.pending
+
+
+def test_a_probe_skips_failed_peers_already_asked(me: Peer) -> None:
+    config = HyParViewConfig(probe_interval=10.0, shuffle_interval=1e9)
+    core = HyParView(me, config, random.Random(7))
+    fill_active(core, A)
+    core._lost = dict.fromkeys([B])
+    core._pending[B] = 1e9  # asked already (by a repair)
+    core.tick(core._next_probe)
+    assert [m for _, m in sent(core) if isinstance(m, Neighbor)] == []
+
+
+def test_a_forward_join_for_a_peer_already_asked_asks_nothing(hyparview: HyParView) -> None:
+    fill_active(hyparview, A)
+    hyparview._pending[E] = 9.0
+    hyparview.on_message(A, ForwardJoin(E, 0), 0.0)
+    assert sent(hyparview) == []
+
+
+def test_a_neighbour_asking_again_is_not_added_twice(hyparview: HyParView) -> None:
+    fill_active(hyparview, A, B, C)  # full
+    hyparview.on_message(A, Neighbor(high_priority=True), 0.0)
+    assert sent(hyparview) == [(A, NeighborReply(accepted=True))]
+    assert hyparview.take_events() == []
+    assert list(hyparview.active) == [A, B, C]
+
+
+def test_a_full_active_view_drops_one_for_a_high_priority_newcomer(hyparview: HyParView) -> None:
+    fill_active(hyparview, A, B, C)
+    hyparview.on_message(D, Neighbor(high_priority=True), 0.0)
+    assert len(hyparview.active) == 3
+    assert D in hyparview.active
+    [victim] = [dst for dst, m in sent(hyparview) if isinstance(m, Disconnect)]
+    assert victim in (A, B, C)
+    assert victim in hyparview.passive
+
+
+def test_a_failed_peer_that_comes_back_is_no_longer_probed(hyparview: HyParView) -> None:
+    fill_active(hyparview, A, B)
+    hyparview.on_unreachable(B, 0.0)
+    assert B in hyparview._lost
+    hyparview.on_message(B, Join(), 1.0)
+    assert B in hyparview.active
+    assert B not in hyparview._lost
+
+
+def test_this_node_is_never_remembered_as_failed(hyparview: HyParView, me: Peer) -> None:
+    fill_active(hyparview, A)
+    hyparview.on_unreachable(me, 0.0)
+    assert me not in hyparview._lost
