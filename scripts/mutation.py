@@ -456,6 +456,13 @@ EQUIVALENT: tuple[tuple[str, str, str, str], ...] = (
     ),
     ("crdt/_state.py", r"break", r"return", "the loop is followed by `return None`"),
     (
+        "membership/_hyparview.py",
+        r"self\._rejections = 0",
+        r"self\._rejections = 1",
+        "(in _settled) the count matters only in a repair, and a full active view needs one"
+        " only after _remove_active, which sets it to 0 again",
+    ),
+    (
         "crdt/_state.py",
         r"prev = item",
         r"prev = None",
@@ -573,23 +580,20 @@ def _locate(name: str, path: Path, diff: str) -> tuple[int, str, str]:
     if span is None or not removed:
         return 0, old, new
     lines = path.read_text().splitlines()
-    # The diff is of the function's text: its hunk header counts from the function's start.
+    # The diff is of the function's text (dedented, and not always line for line the file's):
+    # its hunk header, counted from the function's start, says roughly where; of the lines
+    # of the function that read as the removed one, the nearest to that is taken.
+    guess = span[0]
     hunk = re.search(r"^@@ -(\d+)", diff, re.M)
     if hunk:
         offset = int(hunk.group(1))
-        body = diff[hunk.end() :].splitlines()[1:]
-        for ln in body:
+        for ln in diff[hunk.end() :].splitlines()[1:]:
             if ln.startswith("-"):
                 break
             offset += 1
         guess = span[0] + offset - 1
-        if 0 < guess <= len(lines) and lines[guess - 1].strip() == removed[0].strip():
-            return guess, old, new
-    # (The diff's text of a method is dedented: lines are compared stripped.)
-    for i in range(span[0], span[1] + 1):
-        if lines[i - 1].strip() == removed[0].strip():
-            return i, old, new
-    return span[0], old, new
+    same = [i for i in range(span[0], span[1] + 1) if lines[i - 1].strip() == removed[0].strip()]
+    return (min(same, key=lambda i: abs(i - guess)) if same else span[0]), old, new
 
 
 def core_results() -> CoreResult:

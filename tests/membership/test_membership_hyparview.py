@@ -599,3 +599,13 @@ def test_this_node_is_never_remembered_as_failed(hyparview: HyParView, me: Peer)
     fill_active(hyparview, A)
     hyparview.on_unreachable(me, 0.0)
     assert me not in hyparview._lost
+
+
+def test_a_full_active_view_ends_the_repair_backoff(me: Peer) -> None:
+    config = HyParViewConfig(active_size=3, shuffle_interval=1e9)
+    core = HyParView(me, config, random.Random(7))
+    fill_active(core, A, B)
+    core.on_unreachable(B, 0.0)  # nothing passive to ask: a repair is due after the backoff
+    assert core.next_deadline() == config.repair_backoff
+    fill_active(core, C, D)  # full again before it: nothing left to repair, no wakeup for it
+    assert core.next_deadline() > config.repair_backoff
