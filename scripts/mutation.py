@@ -255,6 +255,27 @@ GUARDS: tuple[Guard, ...] = (
         ("tests/crdt/test_crdt_codec.py::test_a_delta_may_name_at_most_max_nodes_writers",),
     ),
     Guard(
+        "crdt: register key size from a peer",
+        "crdt/_codec.py",
+        "key = r.text(limits.max_key_bytes)\n        i, ts, tag = r.unpack(_REG)",
+        "key = r.text(_MAX_VARINT)\n        i, ts, tag = r.unpack(_REG)",
+        ("tests/crdt/test_crdt_codec.py::test_limits_are_enforced_on_input",),
+    ),
+    Guard(
+        "crdt: counter key size from a peer",
+        "crdt/_codec.py",
+        "key = r.text(limits.max_key_bytes)\n        i, count, ts = r.unpack(_CTR)",
+        "key = r.text(_MAX_VARINT)\n        i, count, ts = r.unpack(_CTR)",
+        ("tests/crdt/test_crdt_codec.py::test_limits_are_enforced_on_input",),
+    ),
+    Guard(
+        "crdt: value size from a peer",
+        "crdt/_codec.py",
+        "value = r.take(r.varint(limits.max_value_bytes))",
+        "value = r.take(r.varint(_MAX_VARINT))",
+        ("tests/crdt/test_crdt_codec.py::test_limits_are_enforced_on_input",),
+    ),
+    Guard(
         "crdt: key size of a local write",
         "crdt/_types.py",
         "if len(raw) > self.max_key_bytes:",

@@ -122,9 +122,12 @@ def test_limits_are_enforced_on_input() -> None:
     )
     ok = Delta(1, (), (("key", LWWRegister(1, "a", b"12345678")),))
     assert decode_delta(encode_delta(ok), small) == ok
+    counter_ok = Delta(1, (), (), (CtrEntry("keyz", "a", 1, 1),))
+    assert decode_delta(encode_delta(counter_ok), small) == counter_ok
     for bad in (
         Delta(1, (), (("key5x", LWWRegister(1, "a", b"")),)),
         Delta(1, (), (("key", LWWRegister(1, "a", b"123456789")),)),
+        Delta(1, (), (), (CtrEntry("key5x", "a", 1, 1),)),
     ):
         with pytest.raises(RemoteError):
             decode_delta(encode_delta(bad), small)
