@@ -709,6 +709,7 @@ def run_guards(only: str | None) -> bool:
             print("guards: the unmutated tests fail; no guard result can be trusted")
             return False
         print("guard mutations:")
+        killed = pending = 0
         for g in guards:
             target = tree / g.file
             original = target.read_text()
@@ -728,11 +729,17 @@ def run_guards(only: str | None) -> bool:
                 verdict = "SURVIVED" if rc == 0 else "SURVIVED (no test ran)"
                 note = f" ({g.pending})" if g.pending else ""
                 print(f"  {verdict:9} {g.name} [{g.file}]{note}")
+                pending += bool(g.pending)
                 ok = False
             else:
                 failed = re.search(r"^(FAILED|ERROR) (\S+)", out, re.M)
                 by = failed.group(2) if failed else ("timeout" if rc == -1 else f"status {rc}")
                 print(f"  killed    {g.name} [{g.file}] by {by} ({took:.0f} s)", flush=True)
+                killed += 1
+        print(
+            f"\nguards: {killed}/{len(guards)} mutations killed"
+            + (f" ({pending} of the others wait for tests in flight elsewhere)" if pending else "")
+        )
     return ok
 
 
