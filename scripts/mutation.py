@@ -116,6 +116,34 @@ GUARDS: tuple[Guard, ...] = (
         "if False:",
         (f"{T_ATT}::test_huge_response",),
     ),
+    Guard(
+        "deploy form fields (name, capabilities)",
+        API,
+        "raw = await _read_limited(part.read_chunk, _MAX_FIELD, ",
+        "raw = await _read_limited(part.read_chunk, 1 << 62, ",
+        ("tests/assemblexd/test_api_guards.py::test_small_limits_are_stated_in_bytes",),
+    ),
+    Guard(
+        "time to send a body",
+        API,
+        "async with asyncio.timeout(timeout if timeout > 0 else None):",
+        "async with asyncio.timeout(None):",
+        ("tests/assemblexd/test_api_guards.py::test_body_timeout",),
+    ),
+    Guard(
+        "time to send a request's head",
+        "assemblexd/conns.py",
+        "self._timer = loop.call_later(self._guard.header_timeout, self._expired)",
+        "pass",
+        ("tests/e2e/test_slow_clients.py::test_a_silent_connection_is_cut_off",),
+    ),
+    Guard(
+        "open connections per client address",
+        "assemblexd/conns.py",
+        "and guard.max_per_client > 0",
+        "and False",
+        ("tests/e2e/test_slow_clients.py::test_connections_per_client_address_are_capped",),
+    ),
     # -- module fetches ---------------------------------------------------------------------
     Guard(
         "fetch: sha256 of a fetched module",
@@ -362,6 +390,20 @@ GUARDS: tuple[Guard, ...] = (
         "memory_size=limits.memory_bytes,",
         "memory_size=1 << 40,",
         (f"{T_RUN}::test_memory_limit",),
+    ),
+    Guard(
+        "table elements per instance",
+        "assemblexd/runtime/_wasm.py",
+        "table_elements=limits.table_elements,",
+        "table_elements=1 << 40,",
+        (f"{T_RUN}::test_table_growth_is_bounded_by_max_memory",),
+    ),
+    Guard(
+        "subscriptions in one WASI poll_oneoff",
+        "assemblexd/runtime/_wasm.py",
+        "if n > _MAX_SUBSCRIPTIONS:",
+        "if False:",
+        (f"{T_RUN}::test_wasi_poll_oneoff_answers",),
     ),
     Guard(
         "kv: keys per app",
