@@ -523,6 +523,12 @@ EQUIVALENT: tuple[tuple[str, str, str, str], ...] = (
     ("crdt/_state.py", r"break", r"return", "the loop is followed by `return None`"),
     (
         "membership/_hyparview.py",
+        r"known: tuple\[Peer, \.\.\.\] = \(\)",
+        r".*= None",
+        "(in _on_join) read only by `if known:`, where None and () are both false",
+    ),
+    (
+        "membership/_hyparview.py",
         r"self\._rejections = 0",
         r"self\._rejections = 1",
         "(in _settled) the count matters only in a repair, and a full active view needs one"

@@ -609,3 +609,20 @@ def test_a_full_active_view_ends_the_repair_backoff(me: Peer) -> None:
     assert core.next_deadline() == config.repair_backoff
     fill_active(core, C, D)  # full again before it: nothing left to repair, no wakeup for it
     assert core.next_deadline() > config.repair_backoff
+
+
+def test_a_join_reply_holds_at_most_ka_plus_kp_peers_and_only_in_a_small_cluster(
+    me: Peer,
+) -> None:
+    config = HyParViewConfig(active_size=6, passive_size=10, shuffle_active=1, shuffle_passive=2)
+    want = config.shuffle_active + config.shuffle_passive
+    core = HyParView(me, config, random.Random(7))
+    fill_active(core, A, B, C, D)
+    core.passive = dict.fromkeys(P[:1])
+    core.on_message(E, Join(), 0.0)
+    [reply] = [m for dst, m in sent(core) if dst == E and isinstance(m, ShuffleReply)]
+    assert len(reply.nodes) == want  # the passive peer, and active ones to make up the rest
+    assert P[0] in reply.nodes
+    core.passive = dict.fromkeys(P[:want])  # as many as a shuffle would tell: not small
+    core.on_message(F, Join(), 0.0)
+    assert [m for dst, m in sent(core) if dst == F and isinstance(m, ShuffleReply)] == []
