@@ -93,21 +93,21 @@ class Cluster:
     ) -> None:
         self._sync_config = sync
         self._ssl = ssl
-        self._link: _Link | None = None
+        self._running: _Running | None = None
 
     @contextlib.asynccontextmanager
     async def running(self, node: Node) -> AsyncIterator[Cluster]:
         """Run this node's membership, the sync of its replica and its member record, until
         the block exits. ``node`` is running (inside its ``async with``), its ``url`` set to
         where it listens."""
-        if self._link is not None:
+        if self._running is not None:
             raise RuntimeError("this cluster is running already")
-        async with _Link(node, self._sync_config, self._ssl) as link:
-            self._link = link
+        async with _Running(node, self._sync_config, self._ssl) as running:
+            self._running = running
             try:
                 yield self
             finally:
-                self._link = None
+                self._running = None
 
     # -- Peers ------------------------------------------------------------------------------
 
@@ -116,36 +116,36 @@ class Cluster:
 
         Raises FetchError.
         """
-        if self._link is None:
+        if self._running is None:
             raise FetchError(
                 f"module {record.sha256[:12]} is not on this node (the cluster is not running)"
             )
-        return await self._link.fetch_module(record)
+        return await self._running.fetch_module(record)
 
     def views(self) -> Views | None:
         """(active view, passive view, members); None while the cluster is not running."""
-        return None if self._link is None else self._link.views()
+        return None if self._running is None else self._running.views()
 
     def peer_read_waits(self) -> dict[str, int]:
-        return {} if self._link is None else self._link.peer_read_waits()
+        return {} if self._running is None else self._running.peer_read_waits()
 
     def apps_changed(self) -> None:
         """The node runs other versions: its member record is rewritten."""
-        if self._link is not None:
-            self._link.member_dirty.set()
+        if self._running is not None:
+            self._running.member_dirty.set()
 
     # -- the HTTP API -----------------------------------------------------------------------
 
     async def handle_peer(self, request: web.Request) -> web.StreamResponse:
         """``GET /peer``: a peer's websocket, served as a membership channel."""
-        if self._link is None:
+        if self._running is None:
             raise web.HTTPServiceUnavailable(reason="this node's cluster layer is not running")
-        return await self._link.handle_peer(request)
+        return await self._running.handle_peer(request)
 
 
-class _Link:
+class _Running:
     """A running cluster: the membership node, the sync of the replica, the member record
-    and the HTTP session modules are fetched with. ``async with _Link(node, ...):``."""
+    and the HTTP session modules are fetched with. ``async with _Running(node, ...):``."""
 
     def __init__(
         self, node: Node, sync: crdt.SyncConfig | None, ssl: ssl.SSLContext | None
@@ -178,7 +178,7 @@ class _Link:
         self._session: aiohttp.ClientSession | None = None
         self._handler = membership.websocket_handler(self.membership.handle_channel)
 
-    async def __aenter__(self) -> _Link:
+    async def __aenter__(self) -> _Running:
         events = self.membership.events()  # before the node starts: no event is missed
         await self._stack.enter_async_context(self.membership)
         self._session = await self._stack.enter_async_context(
