@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -43,6 +44,23 @@ def daemon_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "PORT" and not k.startswith("ASSEMBLEX_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     return env
+
+
+def run_cli(
+    *argv: str, env: dict[str, str] | None = None, timeout: float = 30.0
+) -> subprocess.CompletedProcess[str]:
+    """``python -m assemblexd ARGV`` to its end, in ``daemon_env()`` plus ``env``, with no
+    standard input; its output as text (the CLI, or a ``run`` that refuses to start)."""
+    return subprocess.run(
+        [sys.executable, "-m", "assemblexd", *argv],
+        cwd=REPO_ROOT,
+        env={**daemon_env(), **(env or {})},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def free_port() -> int:

@@ -269,17 +269,6 @@ async def test_wasi_sleep_is_cut_by_the_wall_clock_limit(tmp_path: Path, wat: Wa
         assert await node.call("sleep", "sleep", b"1") == b"1"
 
 
-async def test_cancelling_a_call_in_a_wasi_sleep(node: Node, wat: Wat) -> None:
-    await node.deploy("sleep", wat("wasi_sleep"))
-    task = asyncio.create_task(node.call("sleep", "sleep", b"10000"))
-    await asyncio.sleep(0.05)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert node.status()["instances"]["live"] == 0
-    assert await node.call("sleep", "sleep", b"1") == b"1"
-
-
 async def test_wasi_poll_oneoff_answers(node: Node, wat: Wat) -> None:
     """What poll_oneoff answers without waiting, as wasmtime's own does."""
     await node.deploy("sleep", wat("wasi_sleep"))
@@ -686,15 +675,20 @@ async def test_cancelling_a_spinning_call_is_safe(node: Node, wat: Wat) -> None:
     assert node.status()["instances"]["live"] == 1  # only echo's warm instance is left
 
 
-async def test_cancelling_a_call_waiting_on_the_host(node: Node, wat: Wat) -> None:
-    await node.deploy("sleep", wat("host_sleep"))
-    task = asyncio.create_task(node.call("sleep", "main", b"10000"))
+@pytest.mark.parametrize(
+    ("guest", "op"),
+    [("host_sleep", "main"), ("wasi_sleep", "sleep")],
+    ids=["waiting on the host", "in a WASI sleep"],
+)
+async def test_cancelling_a_call_while_it_waits(node: Node, wat: Wat, guest: str, op: str) -> None:
+    await node.deploy("sleep", wat(guest))
+    task = asyncio.create_task(node.call("sleep", op, b"10000"))
     await asyncio.sleep(0.05)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert node.status()["instances"]["live"] == 0
-    assert await node.call("sleep", "main", b"1") == b"1"
+    assert await node.call("sleep", op, b"1") == b"1"
 
 
 async def test_metrics(node: Node, wat: Wat) -> None:

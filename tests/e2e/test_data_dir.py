@@ -73,6 +73,16 @@ def _flip_a_byte(log: Path, at: int) -> bytearray:
     return raw
 
 
+def _log_of_six_versions(
+    data: Path, wat: Callable[[str], bytes], start_daemon: Callable[..., Daemon]
+) -> Path:
+    """A node on ``data`` deploys six versions of one app and stops: its ``replica.log``."""
+    daemon = start_daemon(data)
+    _deploy_versions(daemon, wat, 6)
+    assert daemon.stop() == 0
+    return data / "replica.log"
+
+
 def _deploy_versions(daemon: Daemon, wat: Callable[[str], bytes], n: int) -> None:
     daemon.wait_listening()
     for i in range(n):
@@ -85,10 +95,7 @@ def test_byte_flipped_mid_log_stops_start_and_keeps_the_file(
     tmp_path: Path, wat: Callable[[str], bytes], start_daemon: Callable[..., Daemon]
 ) -> None:
     data = tmp_path / "data"
-    daemon = start_daemon(data)
-    _deploy_versions(daemon, wat, 6)
-    assert daemon.stop() == 0
-    log = data / "replica.log"
+    log = _log_of_six_versions(data, wat, start_daemon)
     records = _records(log)
     start, end = records[len(records) // 2]
     raw = _flip_a_byte(log, (start + end) // 2)
@@ -110,10 +117,7 @@ def test_salvage_log_recovers_the_intact_records(
     tmp_path: Path, wat: Callable[[str], bytes], start_daemon: Callable[..., Daemon]
 ) -> None:
     data = tmp_path / "data"
-    daemon = start_daemon(data)
-    _deploy_versions(daemon, wat, 6)
-    assert daemon.stop() == 0
-    log = data / "replica.log"
+    log = _log_of_six_versions(data, wat, start_daemon)
     start, end = _records(log)[1]  # early: the later versions' records follow it
     raw = _flip_a_byte(log, (start + end) // 2)
     assert "salvage-log" in _refused(start_daemon(data))

@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from cluster import Daemon, http
-from helpers import REPO_ROOT, daemon_env
+from helpers import run_cli as cli
 
 pytestmark = pytest.mark.e2e
 
 READ = "r3ad-token"
-
-
-def cli(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "assemblexd", *argv],
-        cwd=REPO_ROOT,
-        env={**daemon_env(), **(env or {})},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
 
 
 def test_status_and_apps_with_the_read_token(tmp_path: Path) -> None:

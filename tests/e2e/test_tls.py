@@ -19,14 +19,13 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trustme
 from cluster import READ_TOKEN, Daemon, LocalCluster, http, tagged_guest, whole_cluster
-from helpers import REPO_ROOT, daemon_env
+from helpers import run_cli
 
 import membership
 from assemblexd.tls import client_context, server_context
@@ -80,16 +79,7 @@ def other_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 def assemblexd(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``python -m assemblexd ARGV`` to its end (the CLI, or a ``run`` that refuses to start)."""
-    return subprocess.run(
-        [sys.executable, "-m", "assemblexd", *argv],
-        cwd=REPO_ROOT,
-        env={**daemon_env(), **(env or {})},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT,
-        check=False,
-    )
+    return run_cli(*argv, env=env, timeout=CLI_TIMEOUT)
 
 
 # -- one node: the API and the CLI over https -----------------------------------------------------
