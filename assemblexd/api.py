@@ -160,10 +160,10 @@ def _check_token(request: web.Request, token: str | None = None) -> None:
     token = token if token is not None else _node(request).config.token
     if not token:
         return
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not given:
+    given = _given_token(request, basic=False)
+    if given is None:
         raise Unauthorized("this node requires 'Authorization: Bearer <token>'")
-    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+    if not hmac.compare_digest(given.encode(), token.encode()):
         raise Unauthorized("wrong token")
 
 
@@ -177,11 +177,12 @@ class _ReadUnauthorized(Unauthorized):
         self.challenge = basic if browser else f"{_BEARER}, {basic}"
 
 
-def _given_token(request: web.Request) -> str | None:
-    """The token a request carries: a bearer token, or the password of HTTP Basic."""
+def _given_token(request: web.Request, *, basic: bool = True) -> str | None:
+    """The token a request carries: a bearer token, or (``basic``) the password of HTTP
+    Basic; None without one."""
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     given = given.strip()
-    if scheme.lower() == "basic":
+    if basic and scheme.lower() == "basic":
         try:
             given = base64.b64decode(given, validate=True).decode("utf-8").partition(":")[2]
         except (binascii.Error, UnicodeDecodeError):
