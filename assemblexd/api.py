@@ -40,7 +40,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import BodyPartReader
 
 from . import conns
-from .auth import BlobGuard
+from .actors import wire
+from .auth import ACTORS, BlobGuard, proof_nonce, reply_mac
 from .config import MIB
 from .errors import (
     AssemblexError,
@@ -63,6 +64,11 @@ NODE = web.AppKey("node", Node)
 
 BLOB_GUARD = web.AppKey("blob_guard", BlobGuard)
 """Checks the proofs of module fetches (set when the node has a cluster key)."""
+ACTOR_GUARD = web.AppKey("actor_guard", BlobGuard)
+"""Checks the proofs of actor messages from peers (set when the node has a cluster key)."""
+ACTOR_WINDOW = 30.0
+"""Seconds an actor message's proof is good for (they come many times a second: a shorter
+window than a module fetch's keeps the nonces to remember few)."""
 
 PeerHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PEER_HANDLER: web.AppKey[PeerHandler] = web.AppKey("peer_handler")
@@ -401,6 +407,52 @@ async def call(request: web.Request) -> web.Response:
     return web.Response(body=result, content_type="application/octet-stream")
 
 
+async def actor_call(request: web.Request) -> web.Response:
+    node = _node(request)
+    if node.config.call_token:
+        _check_token(request, node.config.call_token)
+    limit = node.config.max_payload_mib * MIB
+    _check_length(request, limit, "payload")
+    async with _body_deadline(request):
+        payload = await _read_limited(request.content.read, limit, "payload")
+    m = request.match_info
+    result = await node.actor_call(m["app"], m["key"], m["op"], payload)
+    return web.Response(body=result, content_type="application/octet-stream")
+
+
+async def actor_info(request: web.Request) -> web.Response:
+    node = _node(request)
+    if node.config.call_token:
+        _check_token(request, node.config.call_token)
+    m = request.match_info
+    return web.json_response(await node.actor_info(m["app"], m["key"]))
+
+
+async def actor_peer(request: web.Request) -> web.Response:
+    """``POST /peer/actors``: a message of a peer's actors (``actors/wire.py``)."""
+    node = _node(request)
+    config = node.config
+    limit = config.actor_state_max + config.max_payload_mib * MIB + MIB
+    _check_length(request, limit, "actor message")
+    async with _body_deadline(request):
+        body = await _read_limited(request.content.read, limit, "actor message")
+    guard = request.app.get(ACTOR_GUARD)
+    header = request.headers.get("Authorization", "")
+    if guard is not None and not guard.check(
+        hashlib.sha256(body).hexdigest(), header, time.time(), ACTORS
+    ):
+        raise Unauthorized("actor messages are taken from peers that prove the cluster key")
+    try:
+        message = wire.decode(body)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    answer = wire.encode(await node.actors.handle(message))
+    headers = {"Content-Type": "application/msgpack"}
+    if config.cluster_key:
+        headers[wire.REPLY_HEADER] = reply_mac(config.cluster_key, proof_nonce(header), answer)
+    return web.Response(body=answer, headers=headers)
+
+
 async def list_apps(request: web.Request) -> web.Response:
     _check_read(request)
     return web.json_response([rec.to_json() for rec in _node(request).apps()])
@@ -524,11 +576,17 @@ def create_app(node: Node, *, peer_handler: PeerHandler | None = None) -> web.Ap
     if peer_handler is not None:
         app[PEER_HANDLER] = peer_handler
     if config.cluster_key:
-        app[BLOB_GUARD] = BlobGuard(node.id, config.cluster_key, config.accepted_cluster_keys)
+        keys = (config.cluster_key, config.accepted_cluster_keys)
+        app[BLOB_GUARD] = BlobGuard(node.id, *keys)
+        app[ACTOR_GUARD] = BlobGuard(node.id, *keys, window=ACTOR_WINDOW)
     app.router.add_post("/deploy", deploy)
     for path in ("/call/{app}/{op}", "/call/{app}"):
         app.router.add_get(path, call)
         app.router.add_post(path, call)
+    app.router.add_get("/actors/{app}/{key}/{op}", actor_call)
+    app.router.add_post("/actors/{app}/{key}/{op}", actor_call)
+    app.router.add_get("/actors/{app}/{key}", actor_info)
+    app.router.add_post(wire.PATH, actor_peer)
     app.router.add_get("/apps", list_apps)
     app.router.add_get("/apps/{app}", show_app)
     app.router.add_delete("/apps/{app}", delete_app)

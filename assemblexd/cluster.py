@@ -93,6 +93,7 @@ class Cluster:
     ) -> None:
         self._sync_config = sync
         self._ssl = ssl
+        self.client_ssl = ssl
         self._running: _Running | None = None
 
     @contextlib.asynccontextmanager

@@ -163,7 +163,8 @@ class Flag:
     """Text to value (None: ``value_type``); raises ValueError with a readable message."""
     metavar: str | None = None
     group: str | None = None
-    """Help section of the flag (``network``, ``cluster``, ``TLS``, ``guests``), None: none."""
+    """Help section of the flag (``network``, ``cluster``, ``TLS``, ``guests``, ``actors``),
+    None: none."""
     env: str | None = None
     """Environment variable that gives the value when the flag is not given."""
     repeatable: bool = False
@@ -209,7 +210,7 @@ def flags() -> Iterator[tuple[dataclasses.Field[Any], Flag]]:
             yield f, flag
 
 
-_NET, _CLUSTER, _TLS, _GUESTS = "network", "cluster", "TLS", "guests"
+_NET, _CLUSTER, _TLS, _GUESTS, _ACTORS = "network", "cluster", "TLS", "guests", "actors"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -563,6 +564,56 @@ class Config:
         ),
     )
     """Keys one app may keep in the ``kv`` store (values and counters; host error past it)."""
+    actor_idle: float = dataclasses.field(
+        default=300.0,
+        metadata=_flag(
+            "--actor-idle",
+            "seconds without calls after which an actor's instance is passivated"
+            " (default: %(default)s)",
+            value_type=float,
+            parse=_positive_float,
+            metavar="S",
+            group=_ACTORS,
+        ),
+    )
+    """Seconds without calls after which an actor's live instance is freed (its state stays)."""
+    actor_wait: float = dataclasses.field(
+        default=10.0,
+        metadata=_flag(
+            "--actor-wait",
+            "seconds an actor call waits for an owner that can take it, then 503"
+            " (default: %(default)s)",
+            value_type=float,
+            parse=_positive_float,
+            metavar="S",
+            group=_ACTORS,
+        ),
+    )
+    """Seconds an actor call waits for an owner (failover, a moving actor) before its 503."""
+    actor_state_max: int = dataclasses.field(
+        default=1024 * 1024,
+        metadata=_flag(
+            "--actor-state-max",
+            "bytes of state one actor may store (default: %(default)s)",
+            value_type=int,
+            parse=_int_at_least(0),
+            metavar="BYTES",
+            group=_ACTORS,
+        ),
+    )
+    """Bytes of state one actor may store (``actor.store`` fails past it)."""
+    actor_quorum: bool = dataclasses.field(
+        default=True,
+        metadata=_flag(
+            "--no-actor-quorum",
+            "serve actors without seeing a majority of the cluster: availability over"
+            " a single owner (docs/actors.md)",
+            value_type=bool,
+            group=_ACTORS,
+            switch=True,
+        ),
+    )
+    """The quorum guard: actors run only on a node that sees a strict majority of members."""
     guest_log_rate: int = dataclasses.field(
         default=100,
         metadata=_flag(

@@ -103,6 +103,30 @@ class Metrics:
                 lambda: self.instances_freed(),
             )
         )
+        self.actor_activations = Counter(
+            "assemblex_actor_activations", "Actors this node activated (took)", registry=r
+        )
+        self.actor_failovers = Counter(
+            "assemblex_actor_failovers",
+            "Activations that took an actor from another node that had not let it go",
+            registry=r,
+        )
+        self.actor_forwarded = Counter(
+            "assemblex_actor_forwarded", "Actor calls this node forwarded to another", registry=r
+        )
+        self.actor_alarms = Counter(
+            "assemblex_actor_alarms", "Actor alarms this node fired", registry=r
+        )
+        self.actor_call_seconds = Histogram(
+            "assemblex_actor_call_seconds",
+            "Actor call latency at the node that has the client: run here (local) or forwarded",
+            ["where"],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60),
+            registry=r,
+        )
+        self.actors_active = Gauge(
+            "assemblex_actors_active", "Actors live on this node", registry=r
+        )
         self.deploys = Counter("assemblex_deploys", "Deploys accepted by this node", registry=r)
         self.blob_fetches = Counter(
             "assemblex_blob_fetches", "Modules fetched from peers", registry=r

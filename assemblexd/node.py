@@ -9,6 +9,8 @@ its own module, and it makes, starts and stops them.
 * ``gc.py``: module blobs no record needs any more are garbage-collected by a periodic task
   (``--gc-interval``, ``--gc-grace``), with ``storage.py``.
 * ``status.py``: ``/status`` and ``/metrics``.
+* ``actors/``: apps called as actors (``/actors/{app}/{key}/{op}``): one live instance per key
+  in the cluster, durable state, alarms (docs/actors.md).
 
 A node on its own keeps its apps in its replicated store and on disk and serves them; what it
 needs from its peers (modules it lacks, the views it shows) it asks of the :class:`Peers` it is
@@ -21,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import sqlite3
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
@@ -28,7 +31,8 @@ from typing import Any
 
 import crdt
 
-from .apps import Supervisors
+from .actors import ActorHost, Actors, ActorStore, Member, PeerClient
+from .apps import LoadedApp, Supervisors
 from .config import MIB, Config
 from .errors import DataDirError, NotFound
 from .gc import Collector
@@ -91,6 +95,9 @@ class Node:
         self._operations: Operations | None = None
         self._collector: Collector | None = None
         self._status: Status | None = None
+        self._actor_store: ActorStore | None = None
+        self._actor_client: PeerClient | None = None
+        self._actors: Actors | None = None
         self._stack = contextlib.AsyncExitStack()
         self._group: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -125,6 +132,29 @@ class Node:
             kv_quota=self._kv_quota,
         )
         self._make_parts(self._engine, self._scheduler, self._registry, self._host)
+        try:
+            self._actor_store = ActorStore(Path(self.config.data_dir) / "actors.sqlite")
+        except sqlite3.Error as exc:
+            await self.__aexit__(None, None, None)
+            raise DataDirError(f"{self.config.data_dir}/actors.sqlite: {exc}") from exc
+        config = self.config
+        self._actor_client = PeerClient(
+            config.cluster_key, config.accepted_cluster_keys, self.peers.client_ssl
+        )
+        self._actors = Actors(
+            self.id,
+            self.name,
+            self._actor_store,
+            self._actor_members,
+            _ActorRunner(self.supervisors, self._ops),
+            self._actor_client,
+            quorum=config.actor_quorum,
+            idle=config.actor_idle,
+            wait=config.actor_wait,
+            state_max=config.actor_state_max,
+            metrics=self.metrics,
+            running=lambda: self.supervisors.loaded.keys(),
+        )
         supervisors = self.supervisors
         # Serve what is on disk at once, before any peer is heard from.
         for name in self.registry.names():
@@ -136,6 +166,7 @@ class Node:
             self._spawn(self._collector.run(self.config.gc_interval))
         if self.config.idle_timeout > 0:
             self._spawn(self._expirer())
+        await self._stack.enter_async_context(self._actors)
         return self
 
     def _make_parts(
@@ -189,6 +220,10 @@ class Node:
         for task in self._tasks:
             task.cancel()
         await self._stack.aclose()
+        if self._actor_client is not None:
+            await self._actor_client.close()
+        if self._actor_store is not None:
+            self._actor_store.close()
         if self._supervisors is not None:
             self._supervisors.close()
         if self._host is not None:
@@ -337,6 +372,45 @@ class Node:
             raise NotFound(f"no module with sha256 {sha256}")
         return path
 
+    # -- actors ---------------------------------------------------------------------------
+
+    @property
+    def actors(self) -> Actors:
+        assert self._actors is not None, "use the node inside 'async with'"
+        return self._actors
+
+    async def actor_call(self, app: str, key: str, op: str, payload: bytes) -> bytes:
+        """Run ``op`` on actor (``app``, ``key``), wherever in the cluster it lives.
+
+        Raises BadRequest, UnknownApp, ActorUnavailable, Forwarded, and what ``call`` raises.
+        """
+        return await self.actors.call(app, key, op, payload)
+
+    async def actor_info(self, app: str, key: str) -> dict[str, Any]:
+        """``{owner, generation, active, alarm_at}`` of the actor."""
+        return await self.actors.info(app, key)
+
+    def _actor_members(self) -> list[Member]:
+        """The cluster's members that have not left, for the actors: this node alone while
+        it has no peers."""
+        views = self.peers.views()
+        if views is None:
+            return [Member(self.id, self.name, self.url, frozenset(self.running()))]
+        members = []
+        for m in views[2]:
+            if m.get("left") and m.get("id") != self.id:
+                continue
+            apps = m.get("apps") or {}
+            members.append(
+                Member(
+                    str(m.get("id")),
+                    str(m.get("name")),
+                    str(m.get("url") or ""),
+                    frozenset(apps) if isinstance(apps, dict) else frozenset(),
+                )
+            )
+        return members
+
     # -- garbage collection -----------------------------------------------------------------
 
     def referenced_modules(self) -> set[str]:
@@ -360,3 +434,19 @@ class Node:
         """Prometheus text exposition."""
         assert self._status is not None, "use the node inside 'async with'"
         return self._status.metrics_text()
+
+
+class _ActorRunner:
+    """What the actors need of the node to run guests: the loaded apps and the call path."""
+
+    def __init__(self, supervisors: Supervisors, ops: Operations) -> None:
+        self._supervisors = supervisors
+        self._ops = ops
+
+    def loaded(self, app: str) -> LoadedApp | None:
+        return self._supervisors.loaded.get(app)
+
+    async def run(
+        self, loaded: LoadedApp, inst: Instance, op: str, payload: bytes, actor: ActorHost
+    ) -> bytes:
+        return await self._ops.call_actor(loaded, inst, op, payload, actor)

@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Sequence
 
-from .apps import Supervisors
+from .apps import LoadedApp, Supervisors
 from .config import MIB, Config
 from .errors import (
     BadRequest,
@@ -22,7 +22,8 @@ from .metrics import Metrics
 from .modules import Modules
 from .records import DEFAULT_CAPABILITIES, NAMESPACES, AppRecord
 from .registry import Registry
-from .runtime import Host, ModuleError, Scheduler, WasmTrap
+from .runtime import Host, HostHandler, Instance, ModuleError, Scheduler, WasmTrap
+from .runtime.hostfuncs import ActorHost
 from .storage import Storage
 
 __all__ = ["Operations"]
@@ -161,25 +162,10 @@ class Operations:
             except WasmTrap as exc:
                 raise GuestError(exc.describe("instance failed to start")) from None
             try:
-                fut = inst.guest_call(op.encode(), payload)
                 host = loaded.host if depth == 0 else self._host.handler(loaded.record, depth)
-                try:
-                    budget = config.call_timeout
-                    result = await self._scheduler.run(fut, budget, host, deadline)
-                except WasmTrap as exc:
-                    raise GuestError(exc.describe("guest trapped")) from None
+                response = await self._run(inst, op, payload, host, deadline)
             finally:
                 pool.release(inst)
-            inv = fut.invocation
-            if result != 1:
-                text = inv.guest_error.decode("utf-8", "replace") if inv.guest_error else ""
-                raise GuestError(text or "no error message set")
-            response = inv.response or b""
-            if len(response) > config.max_payload_mib * MIB:
-                raise GuestError(
-                    f"response of {len(response)} bytes is over the"
-                    f" {config.max_payload_mib} MiB limit"
-                )
             outcome = "ok"
             return response
         except CallTimeout:
@@ -187,6 +173,48 @@ class Operations:
             raise
         finally:
             loaded.observe(op, outcome, time.perf_counter() - started)
+
+    async def call_actor(
+        self, loaded: LoadedApp, inst: Instance, op: str, payload: bytes, actor: ActorHost
+    ) -> bytes:
+        """Run one operation of an actor on its own instance ``inst``, its ``actor`` namespace
+        bound to ``actor``. Raises what :meth:`call` raises."""
+        config = self._config
+        if len(payload) > config.max_payload_mib * MIB:
+            raise PayloadTooLarge(f"payload is over the {config.max_payload_mib} MiB limit")
+        started = time.perf_counter()
+        deadline = asyncio.get_running_loop().time() + config.call_wall_timeout
+        outcome = "error"
+        try:
+            host = self._host.handler(loaded.record, 0, actor)
+            response = await self._run(inst, op, payload, host, deadline)
+            outcome = "ok"
+            return response
+        except CallTimeout:
+            outcome = "timeout"
+            raise
+        finally:
+            loaded.observe(op, outcome, time.perf_counter() - started)
+
+    async def _run(
+        self, inst: Instance, op: str, payload: bytes, host: HostHandler, deadline: float
+    ) -> bytes:
+        config = self._config
+        fut = inst.guest_call(op.encode(), payload)
+        try:
+            result = await self._scheduler.run(fut, config.call_timeout, host, deadline)
+        except WasmTrap as exc:
+            raise GuestError(exc.describe("guest trapped")) from None
+        inv = fut.invocation
+        if result != 1:
+            text = inv.guest_error.decode("utf-8", "replace") if inv.guest_error else ""
+            raise GuestError(text or "no error message set")
+        response = inv.response or b""
+        if len(response) > config.max_payload_mib * MIB:
+            raise GuestError(
+                f"response of {len(response)} bytes is over the {config.max_payload_mib} MiB limit"
+            )
+        return response
 
 
 def _capabilities(capabilities: Sequence[str] | None) -> tuple[str, ...]:

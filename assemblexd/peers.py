@@ -9,6 +9,7 @@ cluster tells the node a peer came up by calling its public ``Node.peer_up``.
 
 from __future__ import annotations
 
+import ssl
 from typing import Any, Protocol
 
 from .records import AppRecord
@@ -25,6 +26,9 @@ class FetchError(Exception):
 
 class Peers(Protocol):
     """What a node needs from its peers."""
+
+    client_ssl: ssl.SSLContext | None
+    """The client context peers are reached with (a TLS cluster); None for a plain one."""
 
     async def fetch_module(self, record: AppRecord) -> bytes:
         """The module of ``record`` from a peer (unchecked: the node checks its sha256).
@@ -49,6 +53,8 @@ class Peers(Protocol):
 
 class NoPeers:
     """The peers of a node alone: none."""
+
+    client_ssl: ssl.SSLContext | None = None
 
     async def fetch_module(self, record: AppRecord) -> bytes:
         raise FetchError(f"module {record.sha256[:12]} is not on this node (no peers)")

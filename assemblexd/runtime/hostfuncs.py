@@ -6,6 +6,7 @@
 | ``kv`` | the key | ``get``, ``set``, ``del``, ``incr`` on this node's store, scoped to the app |
 | ``redis`` | ``""`` or a connection name | a Redis command |
 | ``call`` | an app name | an operation of that app |
+| ``actor`` | ignored | ``key``, ``load``, ``store``, ``alarm``, ``cancel``, in an actor call only |
 
 Every failure reaches the guest as a host error text (:class:`~assemblexd.errors.HostError`),
 never as an exception of the node. Details and choices: docs/host-functions.md.
@@ -268,6 +269,9 @@ class KVStore(Protocol):
     def value(self, key: str) -> int: ...
 
 
+ActorHost = Callable[[str, bytes], Awaitable[bytes]]
+"""``await actor(operation, payload)``: the ``actor`` namespace of the actor being called."""
+
 CallApp = Callable[[str, str, bytes, int], Awaitable[bytes]]
 """``await call_app(app, operation, payload, depth)``: the node's own call path."""
 
@@ -298,8 +302,9 @@ class Host:
             await client.aclose()
         self._redis.clear()
 
-    def handler(self, record: Grant, depth: int) -> HostHandler:
-        """The ``__host_call`` handler for a guest of ``record`` at call depth ``depth``."""
+    def handler(self, record: Grant, depth: int, actor: ActorHost | None = None) -> HostHandler:
+        """The ``__host_call`` handler for a guest of ``record`` at call depth ``depth``;
+        ``actor`` is the ``actor`` namespace of an actor call (None outside one)."""
         capabilities = frozenset(record.capabilities)
         app = record.name
         on_host_call = self._on_host_call
@@ -316,6 +321,8 @@ class Host:
                 if namespace in NAMESPACE_HANDLERS:
                     raise HostError(f"capability not granted: {namespace}")
                 raise HostError(f"unknown namespace: {namespace}")
+            if namespace == "actor" and actor is not None:
+                return actor(operation, payload)
             return NAMESPACE_HANDLERS[namespace](self, app, depth, binding, operation, payload)
 
         return handle
@@ -436,6 +443,13 @@ class Host:
             raise HostError(f"redis: {exc}") from None
         return _encode_reply(reply)
 
+    # -- actor ----------------------------------------------------------------------------
+
+    async def _actor(self, app: str, depth: int, binding: str, op: str, payload: bytes) -> bytes:
+        raise HostError(
+            f"actor.{op}: not in an actor call (call the app at /actors/{{app}}/{{key}}/{{op}})"
+        )
+
     # -- call -----------------------------------------------------------------------------
 
     async def _call(self, app: str, depth: int, target: str, op: str, payload: bytes) -> bytes:
@@ -491,6 +505,7 @@ NAMESPACE_HANDLERS: Mapping[str, NamespaceHandler] = MappingProxyType(
         "kv": Host._kv,
         "redis": Host._redis_call,
         "call": Host._call,
+        "actor": Host._actor,
     }
 )
 """Namespace -> its handler, in the order they are listed to users."""

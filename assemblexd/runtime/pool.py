@@ -200,6 +200,12 @@ class AppPool(Generic[Inst, Mod]):
         else:
             self._park(inst)
 
+    def discard(self, inst: Inst) -> None:
+        """Free an acquired instance instead of giving it back: an actor's instance holds
+        that actor's memory, which no other call may see."""
+        self.busy -= 1
+        self._destroy(inst)
+
     async def warm(self, n: int) -> None:
         """Create instances until ``n`` are idle (or the node-wide cap stops it: warming
         never frees other pools' idle instances)."""
