@@ -9,7 +9,7 @@ if (!outDir) {
   console.error("usage: node build.mjs <out-dir> [example...]");
   process.exit(2);
 }
-const examples = args.length ? args : ["hello", "redis3", "fib", "kv"];
+const examples = args.length ? args : ["hello", "redis3", "fib", "kv", "counter"];
 // Flags: -O3s (speed, then size); the incremental runtime frees memory (the stub runtime
 // never does, so a pooled instance grows without bound); abort reports through the SDK.
 const flags = ["-O3s", "--runtime", "incremental", "--use", "abort=guest/index/abort"];

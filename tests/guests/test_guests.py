@@ -5,6 +5,11 @@ one fails the test, it does not skip it: `scripts/test` and CI build them first.
 against the session's real redis-server. One node serves the whole module, so each module is
 compiled once (Go modules take seconds), and the compiled modules are kept between runs in
 guests/build/.cache/ (gitignored); a second node, without Redis, shares that cache.
+
+`counter`, the actor example, runs on the runtime itself (the engine and the scheduler, no
+node), one instance per actor kept across calls as the host keeps an actor's, with a fake
+`actor` namespace that holds the actor's key, stored state and alarm in a dict and records
+every host call, so the tests see what each SDK's actor helpers send.
 """
 
 from __future__ import annotations
@@ -21,15 +26,16 @@ import redis
 from helpers import REPO_ROOT
 
 from assemblexd.config import Config
-from assemblexd.errors import GuestError
+from assemblexd.errors import GuestError, HostError
 from assemblexd.node import Node
+from assemblexd.runtime import CompiledModule, Engine, Instance, Scheduler
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.redis]
 
 BUILD_DIR = REPO_ROOT / "guests" / "build"
 CACHE_DIR = BUILD_DIR / ".cache" / "compiled-for-tests"
 LANGS = ("rust", "go", "assemblyscript", "zig")
-EXAMPLES = ("hello", "redis3", "fib", "kv")
+EXAMPLES = ("hello", "redis3", "fib", "kv", "counter")
 
 REDIS_VALUES = {"some_key1": b"alpha-", "some_key2": "βeta-".encode(), "some_key3": b"\x00gamma"}
 
@@ -235,6 +241,197 @@ async def test_go_time_sleep_parks_the_guest(node: Node, deploy: Deploy) -> None
     assert await _guest_error(node, app, "main", b"soon") == (
         "invalid number of milliseconds: soon"
     )
+
+
+# -- the counter actor, on a fake actor namespace ---------------------------------------------
+
+
+async def _answer(response: bytes) -> bytes:
+    return response
+
+
+class FakeActor:
+    """The host's `actor` namespace for one actor (binding "", ops `key`, `load`, `store`,
+    `alarm`, `cancel`): its key, stored state and pending alarm held in `actor`. An operation
+    named in `fail` fails with that host error text; every host call is kept in `calls`."""
+
+    def __init__(self, key: str, state: bytes = b"") -> None:
+        self.actor: dict[str, bytes | None] = {"key": key.encode(), "state": state, "alarm": None}
+        self.fail: dict[str, str] = {}
+        self.calls: list[tuple[str, str, str, bytes]] = []
+
+    def __call__(
+        self, binding: str, namespace: str, operation: str, payload: bytes
+    ) -> Awaitable[bytes]:
+        self.calls.append((binding, namespace, operation, payload))
+        if namespace != "actor":
+            raise HostError(f"unknown namespace: {namespace}")
+        if operation in self.fail:
+            raise HostError(self.fail[operation])
+        actor = self.actor
+        if operation in ("key", "load"):
+            return _answer(actor["key" if operation == "key" else "state"] or b"")
+        if operation == "store":
+            actor["state"] = payload
+        elif operation == "alarm":
+            actor["alarm"] = payload
+        elif operation == "cancel":
+            actor["alarm"] = None
+        else:
+            raise HostError(f"unknown operation: actor.{operation}")
+        return _answer(b"")
+
+    def operations(self) -> list[str]:
+        """The operations called so far, checking that each went to binding "" of `actor`."""
+        assert {(b, ns) for b, ns, _, _ in self.calls} <= {("", "actor")}, self.calls
+        return [op for _, _, op, _ in self.calls]
+
+
+class ActorRuntime:
+    """The runtime without a node: compiles each counter module once, starts instances."""
+
+    def __init__(self) -> None:
+        self.engine = Engine()
+        self.scheduler = Scheduler(self.engine, workers=1)
+        self._compiled: dict[str, CompiledModule] = {}
+
+    def close(self) -> None:
+        self.scheduler.close()
+        self.engine.close()
+
+    async def start(self, lang: str, host: FakeActor) -> ActorGuest:
+        """A new instance of `<lang>-counter`, initialized as a pool does it."""
+        compiled = self._compiled.get(lang)
+        if compiled is None:
+            wasm = guest_wasm(lang, "counter")
+            compiled = await asyncio.to_thread(self.engine.compile, wasm)
+            self._compiled[lang] = compiled
+        inst = self.engine.new_instance(compiled, 64 << 20, f"{lang}-counter")
+        await self.scheduler.run(inst.instantiate(), 5.0, host)
+        inst.bind()
+        for name in compiled.init_functions:
+            await self.scheduler.run(inst.call_function(name), 5.0, host)
+        return ActorGuest(self.scheduler, inst, host)
+
+
+class ActorGuest:
+    """One actor's instance: calls run on it one at a time, against its fake namespace."""
+
+    def __init__(self, scheduler: Scheduler, inst: Instance, host: FakeActor) -> None:
+        self.scheduler = scheduler
+        self.inst = inst
+        self.host = host
+
+    async def call(self, op: str, payload: bytes = b"") -> bytes:
+        """The response; raises GuestError with the guest's error text."""
+        fut = self.inst.guest_call(op.encode(), payload)
+        if await self.scheduler.run(fut, 5.0, self.host) != 1:
+            raise GuestError((fut.guest_error or b"").decode("utf-8", "replace"))
+        return fut.response or b""
+
+    async def error(self, op: str, payload: bytes = b"") -> str:
+        with pytest.raises(GuestError) as info:
+            await self.call(op, payload)
+        return info.value.message
+
+
+@pytest.fixture(scope="module")
+def actor_runtime() -> Iterator[ActorRuntime]:
+    runtime = ActorRuntime()
+    yield runtime
+    runtime.close()
+
+
+@lang_param
+async def test_counter_increment_stores_the_count_and_keeps_one_in_memory(
+    actor_runtime: ActorRuntime, lang: str
+) -> None:
+    host = FakeActor("room-1")
+    actor = await actor_runtime.start(lang, host)
+    assert await actor.call("increment") == b"1 1"
+    assert await actor.call("increment", b"ignored") == b"2 2"
+    assert host.actor["state"] == b"2"
+    assert host.operations() == ["load", "store", "load", "store"]
+    assert [p for _, _, op, p in host.calls if op == "store"] == [b"1", b"2"]
+    # get reads the state and changes nothing.
+    assert await actor.call("get") == b"2 2"
+    assert host.actor["state"] == b"2"
+    assert host.operations()[4:] == ["load"]
+    # What an alarm calls (op alarm, empty payload) counts as an increment.
+    assert await actor.call("alarm") == b"3 3"
+    assert host.actor["state"] == b"3"
+    # A new instance of the same actor reads the stored count; its memory starts at zero.
+    again = await actor_runtime.start(lang, host)
+    assert await again.call("get") == b"3 0"
+    assert await again.call("increment") == b"4 1"
+    assert await actor.call("get") == b"4 3"
+
+
+@lang_param
+async def test_counter_reads_a_stored_count(actor_runtime: ActorRuntime, lang: str) -> None:
+    actor = await actor_runtime.start(lang, FakeActor("k", state=b"41"))
+    assert await actor.call("get") == b"41 0"
+    assert await actor.call("increment") == b"42 1"
+    bad = await actor_runtime.start(lang, FakeActor("k", state=b"forty"))
+    assert await bad.error("increment") == "invalid state: forty"
+    assert await bad.error("get") == "invalid state: forty"
+
+
+@lang_param
+async def test_counter_key(actor_runtime: ActorRuntime, lang: str) -> None:
+    host = FakeActor("user:42.eu-west_1")
+    actor = await actor_runtime.start(lang, host)
+    assert await actor.call("key") == b"user:42.eu-west_1"
+    assert host.operations() == ["key"]
+    assert host.calls[0][3] == b""
+
+
+@lang_param
+async def test_counter_alarm_set_and_cancel(actor_runtime: ActorRuntime, lang: str) -> None:
+    host = FakeActor("a")
+    actor = await actor_runtime.start(lang, host)
+    assert await actor.call("set_alarm", b"250") == b"ok"
+    assert host.calls == [("", "actor", "alarm", b"250")]  # ASCII milliseconds
+    assert host.actor["alarm"] == b"250"
+    assert await actor.call("set_alarm", b"0") == b"ok"
+    assert host.actor["alarm"] == b"0"
+    assert await actor.call("cancel_alarm") == b"ok"
+    assert host.calls[-1] == ("", "actor", "cancel", b"")
+    assert host.actor["alarm"] is None
+    assert await actor.error("set_alarm", b"soon") == "invalid number of milliseconds: soon"
+    assert await actor.error("set_alarm", b"") == "invalid number of milliseconds: "
+    assert len(host.calls) == 3  # a bad payload makes no host call
+
+
+@lang_param
+async def test_counter_failed_host_calls_are_guest_errors_with_the_hosts_text(
+    actor_runtime: ActorRuntime, lang: str
+) -> None:
+    host = FakeActor("a")
+    actor = await actor_runtime.start(lang, host)
+    assert await actor.call("increment") == b"1 1"
+    host.fail["store"] = "actor: this activation was deposed (generation 3 < 4)"
+    assert await actor.error("increment") == (
+        "actor: this activation was deposed (generation 3 < 4)"
+    )
+    assert await actor.error("alarm") == "actor: this activation was deposed (generation 3 < 4)"
+    # Nothing changed: neither the stored count nor the one in memory.
+    assert host.actor["state"] == b"1"
+    assert await actor.call("get") == b"1 1"
+    del host.fail["store"]
+    assert await actor.call("increment") == b"2 2"
+    # Every helper passes its failure on, as outside an actor call.
+    outside = "actor: not in an actor call"
+    host.fail.update(dict.fromkeys(("key", "load", "alarm", "cancel"), outside))
+    for op, payload in [
+        ("increment", b""),
+        ("get", b""),
+        ("key", b""),
+        ("set_alarm", b"250"),
+        ("cancel_alarm", b""),
+    ]:
+        assert await actor.error(op, payload) == outside, op
+    assert host.actor == {"key": b"a", "state": b"2", "alarm": None}
 
 
 # -- the SDKs' error paths -------------------------------------------------------------------

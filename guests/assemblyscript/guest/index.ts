@@ -91,6 +91,35 @@ export function hostCall(binding: string, namespace: string, operation: string, 
   return Result.err(String.UTF8.decode(error));
 }
 
+// The actor namespace (binding ""): the state, key and alarm of the actor being called.
+// Outside an actor call each of these fails with the host's error text.
+
+/** The key of the actor being called (UTF-8 in `data`). */
+export function actorKey(): Result {
+  return hostCall("", "actor", "key", new ArrayBuffer(0));
+}
+
+/** The actor's stored state (empty if it has none). */
+export function actorLoad(): Result {
+  return hostCall("", "actor", "load", new ArrayBuffer(0));
+}
+
+/** Replaces the actor's stored state; returns once the host has made it durable. */
+export function actorStore(state: ArrayBuffer): Result {
+  return hostCall("", "actor", "store", state);
+}
+
+/** Schedules one call of the actor's operation `alarm` (empty payload) in `ms` milliseconds,
+ *  replacing any pending alarm. */
+export function actorAlarm(ms: u64): Result {
+  return hostCall("", "actor", "alarm", String.UTF8.encode(ms.toString()));
+}
+
+/** Drops the actor's pending alarm. */
+export function actorCancel(): Result {
+  return hostCall("", "actor", "cancel", new ArrayBuffer(0));
+}
+
 /** Sends one log line to the host. */
 export function consoleLog(message: string): void {
   const buf = String.UTF8.encode(message);

@@ -19,6 +19,7 @@ package guest
 import (
 	"errors"
 	"runtime"
+	"strconv"
 	"unsafe"
 )
 
@@ -98,6 +99,39 @@ func HostCall(binding, namespace, operation string, payload []byte) ([]byte, err
 	hostError(bytesPtr(buf))
 	runtime.KeepAlive(buf)
 	return nil, errors.New(string(buf))
+}
+
+// The actor namespace (binding ""): the state, key and alarm of the actor being called.
+// Outside an actor call each of these fails with the host's error text.
+
+// ActorKey returns the key of the actor being called.
+func ActorKey() (string, error) {
+	key, err := HostCall("", "actor", "key", nil)
+	return string(key), err
+}
+
+// ActorLoad returns the actor's stored state (empty if it has none).
+func ActorLoad() ([]byte, error) {
+	return HostCall("", "actor", "load", nil)
+}
+
+// ActorStore replaces the actor's stored state; it returns once the host has made it durable.
+func ActorStore(state []byte) error {
+	_, err := HostCall("", "actor", "store", state)
+	return err
+}
+
+// ActorAlarm schedules one call of the actor's operation "alarm" (empty payload) in ms
+// milliseconds, replacing any pending alarm.
+func ActorAlarm(ms uint64) error {
+	_, err := HostCall("", "actor", "alarm", strconv.AppendUint(nil, ms, 10))
+	return err
+}
+
+// ActorCancel drops the actor's pending alarm.
+func ActorCancel() error {
+	_, err := HostCall("", "actor", "cancel", nil)
+	return err
 }
 
 // ConsoleLog sends one log line to the host.

@@ -85,6 +85,37 @@ pub const Call = struct {
         call.error_text = text;
         return error.HostCallFailed;
     }
+
+    // The actor namespace (binding ""): the state, key and alarm of the actor being called.
+    // Outside an actor call each of these fails as `hostCall` does, with the host's text.
+
+    /// The key of the actor being called (in the call's arena).
+    pub fn actorKey(call: *Call) ![]u8 {
+        return call.hostCall("", "actor", "key", "");
+    }
+
+    /// The actor's stored state (in the call's arena; empty if it has none).
+    pub fn actorLoad(call: *Call) ![]u8 {
+        return call.hostCall("", "actor", "load", "");
+    }
+
+    /// Replaces the actor's stored state; returns once the host has made it durable.
+    pub fn actorStore(call: *Call, state: []const u8) !void {
+        _ = try call.hostCall("", "actor", "store", state);
+    }
+
+    /// Schedules one call of the actor's operation `alarm` (empty payload) in `ms`
+    /// milliseconds, replacing any pending alarm.
+    pub fn actorAlarm(call: *Call, ms: u64) !void {
+        var buf: [20]u8 = undefined;
+        const text = std.fmt.bufPrint(&buf, "{d}", .{ms}) catch unreachable;
+        _ = try call.hostCall("", "actor", "alarm", text);
+    }
+
+    /// Drops the actor's pending alarm.
+    pub fn actorCancel(call: *Call) !void {
+        _ = try call.hostCall("", "actor", "cancel", "");
+    }
 };
 
 /// A handler answers one operation: the response bytes, or an error.

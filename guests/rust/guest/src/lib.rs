@@ -103,6 +103,36 @@ pub fn host_call(binding: &str, namespace: &str, operation: &str, payload: &[u8]
     }
 }
 
+// The `actor` namespace (binding ""): the state, key and alarm of the actor being called.
+// Outside an actor call every one of them fails with the host's error text.
+
+/// The key of the actor being called.
+pub fn actor_key() -> Result<String, String> {
+    let key = host_call("", "actor", "key", b"")?;
+    Ok(String::from_utf8_lossy(&key).into_owned())
+}
+
+/// The actor's stored state (empty if it has none).
+pub fn actor_load() -> HandlerResult {
+    host_call("", "actor", "load", b"")
+}
+
+/// Replaces the actor's stored state; returns once the host has made it durable.
+pub fn actor_store(state: &[u8]) -> Result<(), String> {
+    host_call("", "actor", "store", state).map(|_| ())
+}
+
+/// Schedules one call of the actor's operation `alarm` (empty payload) in `ms` milliseconds,
+/// replacing any pending alarm.
+pub fn actor_alarm(ms: u64) -> Result<(), String> {
+    host_call("", "actor", "alarm", ms.to_string().as_bytes()).map(|_| ())
+}
+
+/// Drops the actor's pending alarm.
+pub fn actor_cancel() -> Result<(), String> {
+    host_call("", "actor", "cancel", b"").map(|_| ())
+}
+
 /// Sends one log line to the host.
 pub fn console_log(message: &str) {
     unsafe { __console_log(message.as_ptr(), message.len()) }
