@@ -17,8 +17,10 @@ Theory of operation
   pushed to every neighbour and forwarded onwards, and a periodic round repairs what pushes
   missed. Its messages ride membership's direct messages.
 * **Members.** Each node keeps a record of itself in the store (``members/<id>``: name, URL,
-  active view, the version of each app it runs), rewritten when any of that changes and every
-  ``HEARTBEAT`` seconds. ``/status`` draws the graph from these records.
+  active view, the version of each app it runs, its live actors), rewritten when any of that
+  but the actor count changes and every ``HEARTBEAT`` seconds; a node that stops cleanly marks
+  its record ``left`` (the actors' quorum counts only members that have not left). ``/status``
+  draws the graph from these records.
 * **Modules.** A supervisor that needs a module it does not have asks the app's origin node,
   then the other members, for ``GET /blobs/<sha256>``; the node checks the hash before use.
   Module bytes never ride the gossip.
@@ -198,7 +200,21 @@ class _Running:
     async def __aexit__(self, *exc: object) -> None:
         for task in self._tasks:
             task.cancel()
+        await self._leave()
         await self._stack.aclose()
+
+    async def _leave(self) -> None:
+        """Mark this node's member record as left (a clean stop), and give the sync a moment
+        to push it: the actors' quorum counts the members that have not left."""
+        record = {**self._full_record(), "updated": time.time(), "left": True}
+        data = json.dumps(record, sort_keys=True).encode()
+        try:
+            await asyncio.to_thread(self.node.replica.set, f"members/{self.node.id}", data)
+        except crdt.Error as exc:
+            log.error("cannot mark this node's member record as left: %s", exc)
+            return
+        if self._peers:
+            await asyncio.sleep(0.3)
 
     async def handle_peer(self, request: web.Request) -> web.StreamResponse:
         """``GET /peer``: a peer's websocket, served as a membership channel."""
@@ -251,6 +267,9 @@ class _Running:
             "apps": self.node.running(),
         }
 
+    def _full_record(self) -> dict[str, Any]:
+        return {**self._member_record(), "actors": self.node.actors.active_count()}
+
     async def _members_loop(self) -> None:
         """Keep ``members/<id>`` up to date: on change, and every HEARTBEAT seconds."""
         key = f"members/{self.node.id}"
@@ -263,7 +282,8 @@ class _Running:
             self.member_dirty.clear()
             record = self._member_record()
             if record != written or time.time() - last >= HEARTBEAT:
-                data = json.dumps({**record, "updated": time.time()}, sort_keys=True).encode()
+                full = {**self._full_record(), "updated": time.time()}
+                data = json.dumps(full, sort_keys=True).encode()
                 try:
                     await asyncio.to_thread(self.node.replica.set, key, data)
                 except crdt.Error as exc:  # e.g. a failed fsync: try again at the next change
@@ -292,13 +312,16 @@ class _Running:
                 records[str(m["id"])] = m
             except (ValueError, KeyError, TypeError):
                 continue
-        records[self.node.id] = {**self._member_record(), "updated": now}
+        records[self.node.id] = {**self._full_record(), "updated": now}
         seen = {p.id for p in self.membership.active_view()}
         for member_id, m in records.items():
             if member_id != self.node.id and now - float(m.get("updated", 0)) < ALIVE:
                 seen.update(str(i) for i in m.get("active", ()) if i != member_id)
         out = [
-            {**m, "alive": member_id == self.node.id or member_id in seen}
+            {
+                **m,
+                "alive": member_id == self.node.id or (member_id in seen and not m.get("left")),
+            }
             for member_id, m in records.items()
         ]
         return sorted(out, key=lambda m: str(m.get("name")))

@@ -17,6 +17,12 @@ _ERROR = {
 }
 _APP = {"name": "app", "in": "path", "required": True, "schema": {"type": "string"}}
 _OP = {"name": "op", "in": "path", "required": True, "schema": {"type": "string"}}
+_KEY = {
+    "name": "key",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,200}$"},
+}
 _SHA = {"name": "sha256", "in": "path", "required": True, "schema": {"type": "string"}}
 _BYTES = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
 
@@ -46,6 +52,19 @@ def _call(op: bool) -> dict[str, Any]:
         "get": {**operation, "summary": "Call an operation" + ("" if op else " (main)")},
         "post": {**operation, "summary": "Call an operation" + ("" if op else " (main)")},
     }
+
+
+def _actor_call() -> dict[str, Any]:
+    operation = {
+        "parameters": [_APP, _KEY, _OP],
+        "requestBody": {"required": False, "content": _BYTES},
+        "responses": {
+            "200": {"description": "The guest's response", "content": _BYTES},
+            **_errors(400, 401, 404, 408, 413, 500, 503, 504),
+        },
+    }
+    summary = "Call an operation of an actor (one live instance per key, in the cluster)"
+    return {"get": {**operation, "summary": summary}, "post": {**operation, "summary": summary}}
 
 
 def spec() -> dict[str, Any]:
@@ -86,6 +105,17 @@ def spec() -> dict[str, Any]:
             },
             "/call/{app}/{op}": _call(True),
             "/call/{app}": _call(False),
+            "/actors/{app}/{key}/{op}": _actor_call(),
+            "/actors/{app}/{key}": {
+                "get": {
+                    "summary": "Where an actor lives",
+                    "parameters": [_APP, _KEY],
+                    "responses": {
+                        "200": _json("Actor", "Its owner, generation, whether live, alarm"),
+                        **_errors(400, 401, 404),
+                    },
+                }
+            },
             "/apps": {
                 "get": {
                     "summary": "Every deployed app",
@@ -202,6 +232,22 @@ def spec() -> dict[str, Any]:
                     },
                 }
             },
+            "/peer/actors": {
+                "post": {
+                    "summary": "Actor messages between peers (msgpack; proven by the cluster key)",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/msgpack": {"schema": {"type": "string"}}},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "The answer (msgpack)",
+                            "content": {"application/msgpack": {"schema": {"type": "string"}}},
+                        },
+                        **_errors(400, 401, 408, 413),
+                    },
+                }
+            },
             "/peer": {
                 "get": {
                     "summary": "Peer protocol (websocket; membership and store sync)",
@@ -218,6 +264,20 @@ def spec() -> dict[str, Any]:
                     "type": "object",
                     "required": ["error", "message"],
                     "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+                },
+                "Actor": {
+                    "type": "object",
+                    "required": ["owner", "generation", "active", "alarm_at"],
+                    "properties": {
+                        "owner": {"type": "string", "nullable": True},
+                        "generation": {"type": "integer"},
+                        "active": {"type": "boolean"},
+                        "alarm_at": {
+                            "type": "integer",
+                            "nullable": True,
+                            "description": "When the alarm is due, ms since the epoch",
+                        },
+                    },
                 },
                 "Deployed": {
                     "type": "object",
