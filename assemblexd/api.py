@@ -416,8 +416,12 @@ async def actor_call(request: web.Request) -> web.Response:
     async with _body_deadline(request):
         payload = await _read_limited(request.content.read, limit, "payload")
     m = request.match_info
-    result = await node.actor_call(m["app"], m["key"], m["op"], payload)
-    return web.Response(body=result, content_type="application/octet-stream")
+    answer = await node.actor_call(m["app"], m["key"], m["op"], payload)
+    headers = {
+        "Assemblex-Actor-Owner": answer.owner,
+        "Assemblex-Actor-Generation": str(answer.generation),
+    }
+    return web.Response(body=answer.body, content_type="application/octet-stream", headers=headers)
 
 
 async def actor_info(request: web.Request) -> web.Response:

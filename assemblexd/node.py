@@ -31,7 +31,7 @@ from typing import Any
 
 import crdt
 
-from .actors import ActorHost, Actors, ActorStore, Member, PeerClient
+from .actors import ActorHost, Actors, ActorStore, Answer, Member, PeerClient
 from .apps import LoadedApp, Supervisors
 from .config import MIB, Config
 from .errors import DataDirError, NotFound
@@ -379,7 +379,7 @@ class Node:
         assert self._actors is not None, "use the node inside 'async with'"
         return self._actors
 
-    async def actor_call(self, app: str, key: str, op: str, payload: bytes) -> bytes:
+    async def actor_call(self, app: str, key: str, op: str, payload: bytes) -> Answer:
         """Run ``op`` on actor (``app``, ``key``), wherever in the cluster it lives.
 
         Raises BadRequest, UnknownApp, ActorUnavailable, Forwarded, and what ``call`` raises.

@@ -9,7 +9,7 @@ failover and a quorum guard (docs/actors.md).
 
 from .core import valid_key
 from .errors import ActorUnavailable, Forwarded, NoQuorum
-from .service import ActorHost, Actors, Member
+from .service import ActorHost, Actors, Answer, Member
 from .store import ActorStore
 from .wire import PeerClient
 
@@ -18,6 +18,7 @@ __all__ = [
     "ActorStore",
     "ActorUnavailable",
     "Actors",
+    "Answer",
     "Forwarded",
     "Member",
     "NoQuorum",

@@ -24,7 +24,7 @@ from .errors import ActorUnavailable, Forwarded, NoQuorum
 from .store import ActorStore
 from .wire import NotSent, PeerClient
 
-__all__ = ["Actors", "Member"]
+__all__ = ["Actors", "Answer", "Member"]
 
 log = logging.getLogger("assemblexd.actors")
 
@@ -35,6 +35,17 @@ MAX_HOPS = 2
 ALARM_GRACE_MS = 2_000
 """A node that is not an actor's owner fires its due alarm this long after it is due (the
 owner may have missed the record); the owner runs it once, whoever asks."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """An actor call's response, and which activation ran it (``Assemblex-Actor-Owner`` and
+    ``Assemblex-Actor-Generation`` in the HTTP answer)."""
+
+    body: bytes
+    owner: str
+    """The name of the node that ran it."""
+    generation: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,7 +275,7 @@ class Actors:
         *,
         hops: int = 0,
         alarm: int | None = None,
-    ) -> bytes:
+    ) -> Answer:
         """Run ``op`` on the actor (``app``, ``key``) wherever it lives.
 
         Raises BadRequest (a bad key), UnknownApp, ActorUnavailable (no owner within
@@ -358,7 +369,7 @@ class Actors:
         payload: bytes,
         hops: int,
         alarm: int | None,
-    ) -> bytes:
+    ) -> Answer:
         member = next((m for m in self._members() if m.id == target), None)
         if member is None or not member.url:
             raise Retry
@@ -386,13 +397,16 @@ class Actors:
             raise Retry
         status = int(reply.get("status", 500))
         if status == 200:
-            body = reply.get("body", b"")
-            return bytes(body)
+            return Answer(
+                bytes(reply.get("body", b"")),
+                str(reply.get("owner", "")),
+                int(reply.get("gen", 0)),
+            )
         raise Forwarded(status, str(reply.get("code", "error")), str(reply.get("message", "")))
 
     async def _run_here(
         self, app: str, key: str, op: str, payload: bytes, alarm: int | None
-    ) -> bytes:
+    ) -> Answer:
         slot = self._slots.get((app, key))
         if slot is None:
             slot = self._slots[(app, key)] = _Slot()
@@ -410,7 +424,8 @@ class Actors:
                 slot.active = act
                 self._arm_alarm(act)
             if alarm is not None and (act.alarm_at != alarm or alarm > _now_ms()):
-                return b""  # an alarm someone else ran, or replaced: nothing to do
+                # An alarm someone else ran, or replaced: nothing to do.
+                return Answer(b"", self.name, act.gen)
             loaded = self._runner.loaded(app)
             if loaded is None:
                 self._drop(slot, act)
@@ -435,7 +450,7 @@ class Actors:
                             await self.replicate(act, act.state, None)
                 if act.deposed:
                     self._drop(slot, act)
-            return result
+            return Answer(result, self.name, act.gen)
 
     # -- activation and stores ------------------------------------------------------------
 
@@ -812,7 +827,7 @@ class Actors:
             raise BadRequest("call: payload must be bytes")
         alarm = message.get("alarm")
         try:
-            body = await self.call(
+            answer = await self.call(
                 app,
                 key,
                 _text(message, "op"),
@@ -824,7 +839,7 @@ class Actors:
             return {"retry": True}
         except AssemblexError as exc:
             return {"status": exc.status, "code": exc.code, "message": exc.message}
-        return {"status": 200, "body": body}
+        return {"status": 200, "body": answer.body, "owner": answer.owner, "gen": answer.generation}
 
     def info_here(self, app: str, key: str) -> dict[str, Any]:
         """What this node knows of the actor: ``{owner, generation, active, alarm_at}``."""
