@@ -280,12 +280,14 @@ def accept(record: Record, state: State) -> Accepted | Refusal:
     )
 
 
-def release(record: Record, node: str, gen: int | None) -> Record | None:
-    """``node`` let the actor go (``gen`` None: whatever generation it held). The new record,
-    or None when ``node`` does not hold it here (nothing changes)."""
-    if record.holder != node or record.released:
-        return None
-    if gen is not None and gen != record.promised:
+def release(record: Record, node: str, up_to: int) -> Record | None:
+    """``node`` let go of every generation of the actor up to ``up_to``. The new record, or
+    None when ``node`` does not hold such a generation here (nothing changes).
+
+    Bounded so that a release that arrives late cannot let go of a newer activation of the
+    same node: a node activates again only with a generation above any it released.
+    """
+    if record.holder != node or record.released or record.promised > up_to:
         return None
     return dataclasses.replace(record, released=True)
 

@@ -17,7 +17,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
-from ..errors import AssemblexError, BadRequest, HostError, UnknownApp
+from ..errors import AssemblexError, BadRequest, GuestError, HostError, UnknownApp
+from ..runtime import WasmTrap
 from . import core
 from .core import LEASE, Quorum, Record, Sessions, State
 from .errors import ActorUnavailable, Forwarded, NoQuorum
@@ -194,6 +195,8 @@ class Actors:
         """When each peer was last heard from (monotonic)."""
         self._seen_gen: dict[tuple[str, str], int] = {}
         self._alarm_tasks: set[tuple[str, str]] = set()
+        self._fired: dict[tuple[str, str], tuple[int, float]] = {}
+        """The alarm each actor was last fired for by this node, and when."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._heartbeat_round = asyncio.Event()
@@ -314,9 +317,6 @@ class Actors:
                     result = await self._forward(target, app, key, op, payload, hops, alarm)
                     self._observe(started, forwarded)
                     return result
-                if target is not None:
-                    # Not the owner here: let go of a stale holding, and let the caller retry.
-                    self._spawn(self._release(app, key, None), "release")
                 raise Retry
             except Held as held:
                 if held.holder != self.me and hops < MAX_HOPS:
@@ -333,7 +333,16 @@ class Actors:
             except Retry:
                 pass
             if hops > 0:
-                # A forwarded call goes back to the node that has the client.
+                # A forwarded call that did not run here goes back to the node that has the
+                # client. Acceptors that named this node as the holder may hold a grant it no
+                # longer uses (a release that did not reach them): let go of it.
+                slot = self._slots.get((app, key))
+                if slot is None or (slot.active is None and not slot.lock.locked()):
+                    up_to = max(
+                        self.store.record(app, key).promised, self._seen_gen.get((app, key), 0)
+                    )
+                    self._seen_gen[(app, key)] = up_to
+                    self._spawn(self._release(app, key, up_to), "release")
                 raise _RETRY
             if time.monotonic() + delay > deadline:
                 raise ActorUnavailable(
@@ -423,8 +432,11 @@ class Actors:
                 act = await self._activate(app, key)
                 slot.active = act
                 self._arm_alarm(act)
-            if alarm is not None and (act.alarm_at != alarm or alarm > _now_ms()):
+            if alarm is not None and act.alarm_at != alarm:
                 # An alarm someone else ran, or replaced: nothing to do.
+                return Answer(b"", self.name, act.gen)
+            if alarm is not None and alarm > _now_ms():
+                self._arm_alarm(act)  # a timer that fired early: it fires again when due
                 return Answer(b"", self.name, act.gen)
             loaded = self._runner.loaded(app)
             if loaded is None:
@@ -433,7 +445,10 @@ class Actors:
                 raise Retry
             if act.inst is None or act.version != loaded.record.version:
                 self._free_instance(act)
-                act.inst = await loaded.pool.acquire()
+                try:
+                    act.inst = await loaded.pool.acquire()
+                except WasmTrap as exc:
+                    raise GuestError(exc.describe("instance failed to start")) from None
                 act.pool = loaded.pool
                 act.version = loaded.record.version
             act.last_call = time.monotonic()
@@ -519,7 +534,6 @@ class Actors:
     ) -> Active:
         states = [_state(r.get("state")) for r in grants]
         best = core.best_state(states)
-        previous = {r.get("holder") for r in grants} - {"", None, self.me}
         act = Active(app, key, gen, 0, best.data if best else b"", best.alarm_at if best else None)
         same = sum(
             1
@@ -530,7 +544,7 @@ class Actors:
             # The newest state is on fewer nodes than a store needs: write it back first.
             await self.replicate(act, act.state, act.alarm_at)
         self._metrics.actor_activations.inc()
-        if any(r.get("failover") for r in grants) or previous:
+        if any(r.get("failover") for r in grants):
             self._metrics.actor_failovers.inc()
         return act
 
@@ -615,9 +629,11 @@ class Actors:
         return list(replies)
 
     async def _release(
-        self, app: str, key: str, gen: int | None, nodes: list[str] | None = None
+        self, app: str, key: str, up_to: int, nodes: list[str] | None = None
     ) -> None:
-        message = {"t": "release", "from": self.me, "app": app, "key": key, "gen": gen}
+        """Let go of this node's generations of the actor up to ``up_to`` on the acceptors
+        (``nodes`` only, when given)."""
+        message = {"t": "release", "from": self.me, "app": app, "key": key, "up_to": up_to}
         for member in self._quorum_members():
             if nodes is not None and member.id not in nodes:
                 continue
@@ -668,13 +684,23 @@ class Actors:
         k = (app, key)
         if k in self._alarm_tasks:
             return
+        now = time.monotonic()
+        if self._fired.get(k, (None, 0.0))[0] == alarm_at and now - self._fired[k][1] < 30:
+            return  # asked already: its owner ran it, and this node's record is behind
+        self._fired[k] = (alarm_at, now)
         self._alarm_tasks.add(k)
 
         async def run() -> None:
             try:
                 await self.call(app, key, "alarm", b"", alarm=alarm_at)
             except AssemblexError as exc:
-                log.warning("alarm of actor %s/%s: %s", app, key, exc.message)
+                log.warning("alarm of actor %s/%s: %s (tried again in 1 s)", app, key, exc.message)
+                slot = self._slots.get(k)
+                if slot is not None and slot.active is not None:
+                    act = slot.active
+                    if act.alarm_at == alarm_at:
+                        loop = asyncio.get_running_loop()
+                        act.timer = loop.call_later(1.0, self._fire, app, key, alarm_at)
             finally:
                 self._alarm_tasks.discard(k)
 
@@ -684,6 +710,10 @@ class Actors:
         """Fire the due alarms of actors not active here that this node owns (or that are
         overdue: their owner may not know of them)."""
         now = _now_ms()
+        mono = time.monotonic()
+        for k, (_, when) in list(self._fired.items()):
+            if mono - when > 30:
+                del self._fired[k]
         for (app, key), record in list(self.store.records.items()):
             due = record.alarm_at
             if due is None or due > now:
@@ -691,7 +721,10 @@ class Actors:
             slot = self._slots.get((app, key))
             if slot is not None and slot.active is not None:
                 continue
+            if self._fired.get((app, key), (None,))[0] == due:
+                continue  # fired within 30 s: its owner ran it, and this record is behind
             if now >= due + ALARM_GRACE_MS or self.owner_of(app, key) == self.me:
+                self._fired[(app, key)] = (due, mono)
                 self._fire(app, key, due)
 
     # -- background -----------------------------------------------------------------------
@@ -814,8 +847,7 @@ class Actors:
                 await self.store.write(app, key, accepted.record, data)
             return {"ok": True}
         if kind == "release":
-            gen = message.get("gen")
-            new = core.release(record, node, None if gen is None else int(gen))
+            new = core.release(record, node, _int(message, "up_to"))
             if new is not None:
                 await self.store.write(app, key, new)
             return {"ok": True}
