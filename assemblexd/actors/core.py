@@ -11,8 +11,9 @@ rules replay in tests exactly. The service (``service.py``) feeds them messages 
   that answers a heartbeat promises the sender ``LEASE`` seconds from its receipt during which
   it grants none of the sender's actors to another node (:class:`Sessions`). The sender counts
   a heartbeat round as good when a strict majority of members (itself included) answered it,
-  and serves actors until ``LEASE * (1 - DRIFT)`` after the round was *sent*
-  (:class:`Quorum`): it stops before any acceptor of a majority may grant its actors away.
+  and serves an actor until ``LEASE * (1 - DRIFT)`` after such a round was *sent*, counting
+  only the acceptors that granted that actor (:class:`Quorum`): it stops before a majority
+  may grant the actor away.
   A session that lapsed at an acceptor stays lapsed there (its heartbeats are answered
   ``lapsed``), so a node never regains actors it may have lost without activating them anew.
 * **Generations.** Activating an actor is a Paxos prepare with a new generation; a store is an
@@ -27,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Literal
 
 __all__ = [
@@ -149,7 +150,17 @@ class Sessions:
 
 
 class Quorum:
-    """A node's own side of its leases: its session, and until when it may serve actors.
+    """A node's own side of its leases: its session, and whether it may serve an actor.
+
+    A heartbeat round sent at ``sent_at`` and answered (lease going on) by the set ``ok`` of
+    members lets the node serve, until ``sent_at + LEASE * (1 - DRIFT)``:
+
+    * any actor at all (:meth:`valid`, the quorum guard) when ``ok`` is a strict majority;
+    * one actor (:meth:`valid_for`) when the members of ``ok`` that granted the actor's
+      generation are a strict majority. Those acceptors each still hold the grant (a grant
+      is only given away when the holder's lease lapses there, and a lapsed session is never
+      answered ``ok`` again), and any majority that grants another node the actor includes
+      one of them: none of them grants it while the lease they answered runs.
 
     Args:
         session: the first session (the caller picks a number above any earlier session of
@@ -161,22 +172,42 @@ class Quorum:
         self.session = session
         self.guard = guard
         self._lease = lease
+        self._rounds: dict[float, set[str]] = {}
+        """The members that answered each recent round (by the time it was sent)."""
         self.valid_until = float("-inf")
-        """Until when (the node's clock) it may serve actors, from its heartbeat rounds."""
+        """Until when (the node's clock) a majority's answers let it serve actors."""
 
-    def round_answered(self, sent_at: float, ok: int, members: int) -> None:
-        """``ok`` members (this node included) answered the round sent at ``sent_at`` with
-        its lease going on, out of ``members`` in the cluster."""
-        if ok >= majority(members):
+    def answered(self, sent_at: float, member: str, members: int) -> None:
+        """``member`` answered the round sent at ``sent_at`` with its lease going on, out of
+        ``members`` in the cluster (this node answers its own rounds too)."""
+        for old in [t for t in self._rounds if t < sent_at - self._lease]:
+            del self._rounds[old]
+        ok = self._rounds.setdefault(sent_at, set())
+        ok.add(member)
+        if len(ok) >= majority(members):
             self.valid_until = max(self.valid_until, sent_at + self._lease * (1 - DRIFT))
 
     def valid(self, now: float) -> bool:
+        """Whether a majority answered a round recent enough to serve actors at ``now``."""
         return not self.guard or now < self.valid_until
+
+    def valid_for(self, granted: Collection[str], members: int, now: float) -> bool:
+        """Whether the node may serve an actor whose generation the acceptors ``granted``
+        gave it, at ``now``."""
+        if not self.guard:
+            return True
+        needed = majority(members)
+        end = self._lease * (1 - DRIFT)
+        return any(
+            now < sent_at + end and len(ok.intersection(granted)) >= needed
+            for sent_at, ok in self._rounds.items()
+        )
 
     def lapse(self, new_session: int) -> None:
         """An acceptor said this session lapsed: every actor of it is lost; a new session."""
         self.session = max(new_session, self.session + 1)
         self.valid_until = float("-inf")
+        self._rounds.clear()
 
 
 # -- acceptors ----------------------------------------------------------------------------
@@ -240,7 +271,9 @@ def prepare(
     2. An actor held by another node (or another session), not released, is refused while
        the holder's lease is live here (``held``, naming the holder), and during the first
        lease after this acceptor started, when it cannot know (``starting``).
-    3. A generation not above the one promised is refused (``generation``).
+    3. A generation below the one promised, or equal to it and asked by another node or
+       session, is refused (``generation``). Asked again by its holder, a generation is
+       granted again (a holder adds acceptors to those that granted it).
     """
     if not sessions.heartbeat(node, session, now):
         return Refusal("lapsed", record.promised)
@@ -252,7 +285,7 @@ def prepare(
             return Refusal("held", record.promised, record.holder)
         if sessions.starting(now):
             return Refusal("starting", record.promised, record.holder)
-    if gen <= record.promised:
+    if gen < record.promised or (gen == record.promised and held_by_other):
         return Refusal("generation", record.promised)
     return Grant(
         dataclasses.replace(

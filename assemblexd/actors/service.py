@@ -81,6 +81,8 @@ class Active:
     inst: Any = None
     pool: Any = None
     version: int = 0
+    granted: set[str] = dataclasses.field(default_factory=set)
+    """The acceptors that granted ``gen`` (the quorum counts them: ``Quorum.valid_for``)."""
     last_call: float = 0.0
     deposed: bool = False
     timer: asyncio.TimerHandle | None = None
@@ -423,6 +425,10 @@ class Actors:
             if not self.quorum.valid(time.monotonic()):
                 raise Retry
             act = slot.active
+            if act is not None and not act.deposed and not self._valid_for(act):
+                await self._extend(act)
+                if not self._valid_for(act):
+                    act.deposed = True  # too few of its grantors answer: take it anew
             if act is not None and act.deposed:
                 self._drop(slot, act)
                 act = None
@@ -490,21 +496,15 @@ class Actors:
         for _ in range(8):
             members = self._quorum_members()
             needed = self._needed(members)
-            message = {
-                "t": "prepare",
-                "from": self.me,
-                "session": self.quorum.session,
-                "app": app,
-                "key": key,
-                "gen": gen,
-            }
-            replies = await self._round(members, message, needed)
+            granted: set[str] = set()
+            replies = await self._prepare(app, key, gen, members, needed, granted)
             grants = [r for r in replies if r.get("ok")]
             if len(grants) >= needed:
-                return await self._activated(app, key, gen, grants, members, needed)
-            granted = [r["_from"] for r in grants]
-            if granted:
-                self._spawn(self._release(app, key, gen, granted), "release")
+                act = await self._activated(app, key, gen, grants, members, needed)
+                act.granted = granted  # the same set: grants that come late count too
+                return act
+            # Not enough: let go of what was granted, now or late, so it blocks nobody.
+            self._spawn(self._release(app, key, gen), "release")
             refusals = [r for r in replies if not r.get("ok") and "reason" in r]
             promised = max((int(r.get("promised", 0)) for r in refusals), default=0)
             self._seen_gen[k] = max(self._seen_gen.get(k, 0), promised)
@@ -522,6 +522,49 @@ class Actors:
                 continue
             raise Retry
         raise Retry
+
+    async def _prepare(
+        self,
+        app: str,
+        key: str,
+        gen: int,
+        members: list[Member],
+        needed: int,
+        granted: set[str],
+    ) -> list[dict[str, Any]]:
+        """A prepare round for ``gen``; each grant, whenever it comes, joins ``granted`` and
+        counts as an answer of a heartbeat round sent now (an acceptor grants only to a
+        session whose lease goes on)."""
+        sent_at = time.monotonic()
+        n = len(members)
+        session = self.quorum.session
+
+        def on_grant(member: str) -> None:
+            granted.add(member)
+            if self.quorum.session == session:
+                self.quorum.answered(sent_at, member, n)
+
+        message = {
+            "t": "prepare",
+            "from": self.me,
+            "session": session,
+            "app": app,
+            "key": key,
+            "gen": gen,
+        }
+        return await self._round(members, message, needed, on_grant)
+
+    def _valid_for(self, act: Active) -> bool:
+        members = len(self._quorum_members())
+        return self.quorum.valid_for(act.granted, members, time.monotonic())
+
+    async def _extend(self, act: Active) -> None:
+        """Ask every acceptor for ``act``'s generation again: those that grant it (they held
+        it, or never saw a newer one) join the acceptors it counts on."""
+        members = self._quorum_members()
+        replies = await self._prepare(act.app, act.key, act.gen, members, len(members), act.granted)
+        if any(r.get("reason") in ("generation", "lapsed") for r in replies):
+            act.deposed = True
 
     async def _activated(
         self,
@@ -590,11 +633,16 @@ class Actors:
             self._arm_alarm(act)
 
     async def _round(
-        self, members: list[Member], message: dict[str, Any], needed: int
+        self,
+        members: list[Member],
+        message: dict[str, Any],
+        needed: int,
+        on_ok: Callable[[str], None] | None = None,
     ) -> list[dict[str, Any]]:
         """Send ``message`` to every member (this node's own acceptor directly); answers as
         they come, until ``needed`` are positive, every member answered, or ROUND_TIMEOUT.
-        Late answers are kept out of it; the messages still arrive."""
+        Late answers are kept out of it (the messages still arrive); ``on_ok`` is called
+        with the id of each member that answers ``ok``, late or not."""
         replies: list[dict[str, Any]] = []
         done = asyncio.Event()
         pending = len(members)
@@ -609,6 +657,8 @@ class Actors:
                     self._contact[member.id] = time.monotonic()
                 reply["_from"] = member.id
                 replies.append(reply)
+                if on_ok is not None and reply.get("ok"):
+                    on_ok(member.id)
             except Exception as exc:  # an unreachable peer is one answer fewer
                 log.debug("actor message to %s failed: %s", member.name, exc)
             finally:
@@ -628,20 +678,18 @@ class Actors:
                 await done.wait()
         return list(replies)
 
-    async def _release(
-        self, app: str, key: str, up_to: int, nodes: list[str] | None = None
-    ) -> None:
-        """Let go of this node's generations of the actor up to ``up_to`` on the acceptors
-        (``nodes`` only, when given)."""
+    async def _release(self, app: str, key: str, up_to: int) -> None:
+        """Let go of this node's generations of the actor up to ``up_to`` on the acceptors."""
         message = {"t": "release", "from": self.me, "app": app, "key": key, "up_to": up_to}
-        for member in self._quorum_members():
-            if nodes is not None and member.id not in nodes:
-                continue
+
+        async def one(member: Member) -> None:
             with contextlib.suppress(Exception):
                 if member.id == self.me:
                     await self.handle(message)
                 elif member.url:
                     await self._client.send(member.id, member.url, message, limit=2.0)
+
+        await asyncio.gather(*(one(m) for m in self._quorum_members()))
 
     def _lapse(self) -> None:
         """A session of ours lapsed at an acceptor: every actor here may have been taken."""
@@ -734,14 +782,12 @@ class Actors:
             sent_at = time.monotonic()
             self.sessions.heartbeat(self.me, self.quorum.session, sent_at)
             members = self._quorum_members()
-            answered = [1]  # this node
-            self._round_answered(sent_at, answered[0], len(members))
+            self._answered(sent_at, self.me, len(members))
             message = {"t": "hb", "from": self.me, "session": self.quorum.session}
             for member in members:
                 if member.id != self.me and member.url:
                     self._spawn(
-                        self._heartbeat(member, message, sent_at, answered, len(members)),
-                        "heartbeat",
+                        self._heartbeat(member, message, sent_at, len(members)), "heartbeat"
                     )
             await asyncio.sleep(core.HEARTBEAT)
 
@@ -750,10 +796,9 @@ class Actors:
         member: Member,
         message: dict[str, Any],
         sent_at: float,
-        answered: list[int],
         members: int,
     ) -> None:
-        """One heartbeat of the round sent at ``sent_at``; ``answered`` counts its oks."""
+        """One heartbeat of the round sent at ``sent_at``."""
         try:
             reply = await self._client.send(member.id, member.url, message, limit=LEASE)
         except Exception:
@@ -762,13 +807,12 @@ class Actors:
         if message["session"] != self.quorum.session:
             return  # a round of a session that lapsed meanwhile
         if reply.get("ok"):
-            answered[0] += 1
-            self._round_answered(sent_at, answered[0], members)
+            self._answered(sent_at, member.id, members)
         else:
             self._lapse()
 
-    def _round_answered(self, sent_at: float, ok: int, members: int) -> None:
-        self.quorum.round_answered(sent_at, ok, members)
+    def _answered(self, sent_at: float, member: str, members: int) -> None:
+        self.quorum.answered(sent_at, member, members)
         if self.quorum.valid(time.monotonic()):
             self._heartbeat_round.set()
 
