@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
-from ..errors import AssemblexError, BadRequest, GuestError, HostError, UnknownApp
+from ..errors import AssemblexError, BadRequest, CallTimeout, GuestError, HostError, UnknownApp
 from ..runtime import WasmTrap
 from . import core
 from .core import LEASE, Quorum, Record, Sessions, State
@@ -742,7 +742,12 @@ class Actors:
             try:
                 await self.call(app, key, "alarm", b"", alarm=alarm_at)
             except AssemblexError as exc:
+                if exc.status in (GuestError.status, CallTimeout.status):
+                    # The guest failed it (here or at the owner): cleared, not tried again.
+                    log.warning("alarm of actor %s/%s failed: %s", app, key, exc.message)
+                    return
                 log.warning("alarm of actor %s/%s: %s (tried again in 1 s)", app, key, exc.message)
+                self._fired.pop(k, None)  # the scan of due alarms tries it again
                 slot = self._slots.get(k)
                 if slot is not None and slot.active is not None:
                     act = slot.active
