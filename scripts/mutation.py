@@ -64,6 +64,8 @@ T_RUN = "tests/assemblexd/test_runtime.py"
 T_ATT = "tests/assemblexd/test_attacks.py"
 T_LIM = "tests/assemblexd/test_node_limits.py"
 T_REG = "tests/assemblexd/test_registry.py"
+ACT = "assemblexd/actors/core.py"
+T_ACT = "tests/assemblexd/test_actors_core.py"
 
 GUARDS: tuple[Guard, ...] = (
     # -- HTTP bodies ------------------------------------------------------------------------
@@ -215,9 +217,66 @@ GUARDS: tuple[Guard, ...] = (
     Guard(
         "cluster key: blob proof's time window (BlobGuard.check)",
         "assemblexd/auth.py",
-        "if abs(now - ts) > WINDOW or not 16 <= len(nonce) <= 64:",
+        "if abs(now - ts) > self.window or not 16 <= len(nonce) <= 64:",
         "if not 16 <= len(nonce) <= 64:",
         (T_SEC,),
+    ),
+    # -- actors' rules ----------------------------------------------------------------------
+    Guard(
+        "actors: a lapsed session is refused",
+        ACT,
+        "    if not sessions.heartbeat(node, session, now):",
+        "    if not sessions.heartbeat(node, session, now) and False:",
+        (T_ACT,),
+    ),
+    Guard(
+        "actors: an actor held by a live lease is refused",
+        ACT,
+        "if sessions.live(record.holder, record.holder_session, now):",
+        "if False:",
+        (T_ACT,),
+    ),
+    Guard(
+        "actors: a restarted acceptor grants nothing held for a lease",
+        ACT,
+        "        if sessions.starting(now):",
+        "        if False:",
+        (T_ACT,),
+    ),
+    Guard(
+        "actors: a generation not above the promise is refused",
+        ACT,
+        "if gen < record.promised or (gen == record.promised and held_by_other):",
+        "if gen < record.promised:",
+        (T_ACT,),
+    ),
+    Guard(
+        "actors: a store of an older generation is refused",
+        ACT,
+        "    if state.gen < record.promised:",
+        "    if False:",
+        (T_ACT,),
+    ),
+    Guard(
+        "actors: a release is bounded by generation",
+        ACT,
+        "record.released or record.promised > up_to:",
+        "record.released:",
+        (T_ACT,),
+    ),
+    Guard(
+        "actors: an actor is served only while its grantors answer",
+        ACT,
+        "len(ok.intersection(granted)) >= needed",
+        "len(ok) >= needed",
+        (T_ACT,),
+    ),
+    Guard(
+        "actors: a node stops short of its lease",
+        ACT,
+        "end = self._lease * (1 - DRIFT)",
+        "end = self._lease * 1.5",
+        (T_ACT,),
     ),
     # -- membership links -------------------------------------------------------------------
     Guard(
