@@ -50,6 +50,9 @@ __all__ = ["FetchError", "Node"]
 
 log = logging.getLogger(__name__)
 
+MEMBERS_TTL = 0.25
+"""Seconds the actors' view of the members (read from the store) is kept."""
+
 
 class Node:
     """One assemblexd node. Use as ``async with Node(config, peers=...) as node:``.
@@ -98,6 +101,7 @@ class Node:
         self._actor_store: ActorStore | None = None
         self._actor_client: PeerClient | None = None
         self._actors: Actors | None = None
+        self._members_cache: tuple[float, list[Member]] | None = None
         self._stack = contextlib.AsyncExitStack()
         self._group: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -392,7 +396,16 @@ class Node:
 
     def _actor_members(self) -> list[Member]:
         """The cluster's members that have not left, for the actors: this node alone while
-        it has no peers."""
+        it has no peers. Read from the store at most every ``MEMBERS_TTL`` seconds (every
+        actor call asks)."""
+        now = time.monotonic()
+        if self._members_cache is not None and now - self._members_cache[0] < MEMBERS_TTL:
+            return self._members_cache[1]
+        members = self._read_actor_members()
+        self._members_cache = (now, members)
+        return members
+
+    def _read_actor_members(self) -> list[Member]:
         views = self.peers.views()
         if views is None:
             return [Member(self.id, self.name, self.url, frozenset(self.running()))]
