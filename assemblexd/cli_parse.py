@@ -82,6 +82,15 @@ def _add_run(sub: Any) -> None:
             if flag.repeatable:
                 kw["action"] = "append"
         target.add_argument(flag.name, **kw)
+        if flag.default_switch is not None:
+            target.add_argument(
+                flag.default_switch,
+                dest=field.name,
+                action="store_const",
+                const=field.default,
+                default=argparse.SUPPRESS,
+                help=f"the default; the opposite of {flag.name}",
+            )
 
 
 def _add_url(p: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:

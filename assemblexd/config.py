@@ -171,6 +171,9 @@ class Flag:
     """The flag may be given many times; the field is the tuple of its values."""
     switch: bool = False
     """The flag takes no value: giving it sets the field to the opposite of its default."""
+    default_switch: str | None = None
+    """A switch's other form, which sets the field to its default (``--actor-quorum`` beside
+    ``--no-actor-quorum``): for scripts that say what they want either way."""
     choices: tuple[str, ...] | None = None
     unparse: Callable[[Any], str] = str
     """Value back to its text, so that ``parse`` checks a value given in code too."""
@@ -611,6 +614,7 @@ class Config:
             value_type=bool,
             group=_ACTORS,
             switch=True,
+            default_switch="--actor-quorum",
         ),
     )
     """The quorum guard: actors run only on a node that sees a strict majority of members."""

@@ -260,3 +260,10 @@ def test_a_single_string_for_a_repeatable_key(tmp_path: Path) -> None:
     path = tmp_path / "node.toml"
     path.write_text('join = "http://a:1"\n')
     assert run_config("--config", str(path)).join == ("http://a:1",)
+
+
+def test_the_actor_quorum_switch_has_both_forms() -> None:
+    assert run_config().actor_quorum is True
+    assert run_config("--no-actor-quorum").actor_quorum is False
+    assert run_config("--actor-quorum").actor_quorum is True
+    assert run_config("--no-actor-quorum", "--actor-quorum").actor_quorum is True
