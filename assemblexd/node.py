@@ -155,6 +155,7 @@ class Node:
             quorum=config.actor_quorum,
             idle=config.actor_idle,
             wait=config.actor_wait,
+            call_limit=config.actor_wait + config.call_wall_timeout + 5.0,
             state_max=config.actor_state_max,
             metrics=self.metrics,
             running=lambda: self.supervisors.loaded.keys(),

@@ -158,6 +158,8 @@ class Actors:
         quorum: the quorum guard (``--actor-quorum``).
         idle: seconds without calls before an actor is passivated (``--actor-idle``).
         wait: seconds a call waits for an owner (``--actor-wait``).
+        call_limit: seconds a forwarded call may take before the node that has the client
+            gives up on it (503; the owner's own limits end it before).
         state_max: bytes of state at most (``--actor-state-max``).
         metrics: the node's metrics (``metrics.Metrics``).
     """
@@ -174,6 +176,7 @@ class Actors:
         quorum: bool,
         idle: float,
         wait: float,
+        call_limit: float,
         state_max: int,
         metrics: Any,
         running: Callable[[], Iterable[str]],
@@ -187,6 +190,7 @@ class Actors:
         self._running = running
         self.idle = idle
         self.wait = wait
+        self._call_limit = call_limit
         self.state_max = state_max
         self._metrics = metrics
         now = time.monotonic()
@@ -395,7 +399,7 @@ class Actors:
             "alarm": alarm,
         }
         try:
-            reply = await self._client.send(member.id, member.url, message, limit=None)
+            reply = await self._client.send(member.id, member.url, message, limit=self._call_limit)
         except NotSent:
             self._contact.pop(target, None)  # refused at once: it is gone
             raise Retry from None

@@ -26,7 +26,7 @@ REPLY_HEADER = "Assemblex-Reply"
 
 
 class NotSent(Exception):
-    """The message did not reach the peer (it refused the connection): nothing ran there."""
+    """The message did not reach the peer (no connection could be made): nothing ran there."""
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -108,8 +108,8 @@ class PeerClient:
                         hmac.compare_digest(given, reply_mac(k, nonce, data)) for k in self._keys
                     ):
                         raise ValueError("the answer is not proven by the cluster key")
-        except aiohttp.ClientConnectorError as exc:
-            raise NotSent(str(exc)) from exc
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            raise NotSent(str(exc) or type(exc).__name__) from exc
         except aiohttp.ServerDisconnectedError as exc:
             raise OSError(f"disconnected: {exc}") from exc
         except aiohttp.ClientError as exc:
