@@ -25,13 +25,14 @@ import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import msgpack
 import pytest
 from aiohttp import web
 from cluster import Daemon, LocalCluster, poll, whole_cluster
-from helpers import REPO_ROOT, load_wat
+from helpers import REPO_ROOT, load_wat, run_cli
 
 from assemblexd.actors import wire
 from assemblexd.actors.wire import PeerClient
@@ -555,3 +556,88 @@ def test_the_peer_client_refuses_an_answer_without_the_right_mac(good: bool) -> 
     else:
         with pytest.raises(ValueError, match="not proven by the cluster key"):
             asyncio.run(main())
+
+
+# -- the CLI and /status -----------------------------------------------------------------------
+
+
+def cli(*argv: str) -> tuple[int, str, str]:
+    done = run_cli(*argv)
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_the_actor_command_calls_and_shows_an_actor(solo: Daemon, tmp_path: Path) -> None:
+    url = ("--url", solo.url)
+    assert cli("actor", APP, "clik", "increment", *url) == (0, "1 1", "")
+    assert cli("actor", APP, "clik", "increment", *url) == (0, "2 2", "")
+    assert cli("actor", APP, "clik", "set_alarm", "--data", "60000", *url) == (0, "ok", "")
+    rc, out, err = cli("actor", APP, "clik", *url)
+    assert (rc, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[:4] == [
+        f"actor       {APP}/clik",
+        f"owner       {solo.name}",
+        f"generation  {info(solo, 'clik')['generation']}",
+        "active      yes",
+    ]
+    assert lines[4].startswith("alarm       ")
+    assert lines[4].endswith("s)")  # "(in 59s)"
+    rc, out, _ = cli("actor", APP, "clik", "--json", *url)
+    assert rc == 0
+    assert json.loads(out) == info(solo, "clik")
+    payload = tmp_path / "ms"
+    payload.write_text("120000")
+    assert cli("actor", APP, "clik", "set_alarm", "--data-file", str(payload), *url)[:2] == (
+        0,
+        "ok",
+    )
+    assert cli("actor", APP, "clik", "cancel_alarm", *url)[:2] == (0, "ok")
+    assert "alarm       none" in cli("actor", APP, "clik", *url)[1]
+
+    rc, out, err = cli("actor", APP, "a b", "get", *url)
+    assert (rc, out) == (1, "")
+    assert err.startswith("assemblexd actor: error: actor key must be 1-200 characters")
+    rc, out, err = cli("actor", "no-such-app", "k", "get", *url)
+    assert (rc, out) == (1, "")
+    assert err.startswith("assemblexd actor: error: ")
+    assert "no-such-app" in err
+
+
+def own_actors(d: Daemon) -> int:
+    """The live actor count ``d`` shows for itself in its /status."""
+    status = d.status()
+    me = status["node"]["id"]
+    count = next(m["actors"] for m in status["members"] if m["id"] == me)
+    assert isinstance(count, int)
+    return count
+
+
+def test_status_shows_the_live_actors_of_each_node(three: LocalCluster) -> None:
+    key = "status-view"
+    owner_name = info(three.nodes[0], key)["owner"]
+    owner = next(d for d in three.nodes if d.name == owner_name)
+    before = own_actors(owner)
+    status, body, headers = actor(three.nodes[0], key, "increment")
+    assert status == 200, body
+    assert headers["Assemblex-Actor-Owner"] == owner_name
+    # The node's own count is live; the others' records carry theirs (refreshed with them).
+    assert own_actors(owner) == before + 1
+    for d in three.nodes:
+        members = d.status()["members"]
+        assert len(members) == 3
+        assert all(isinstance(m.get("actors"), int) for m in members), members
+    # The terminal view: each member's line with its count.
+    rc, out, err = cli("status", "--url", owner.url)
+    assert (rc, err) == (0, "")
+    mine = [line for line in out.splitlines() if line.startswith("  * ")]
+    assert len(mine) == 1
+    assert owner_name in mine[0]
+    want = f"{before + 1} actor{'' if before + 1 == 1 else 's'}"
+    assert f" {want} " in mine[0], mine[0]
+
+
+def test_a_lone_node_counts_its_actors_until_they_are_passivated(solo: Daemon) -> None:
+    assert ok(solo, "lone-1", "increment") == "1 1"
+    assert ok(solo, "lone-2", "increment") == "1 1"
+    assert own_actors(solo) >= 2
+    poll(lambda: own_actors(solo) == 0, "passivation of every actor (--actor-idle 1)")
