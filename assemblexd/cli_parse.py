@@ -171,6 +171,33 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     )
     _add_url(call, env)
 
+    actor = sub.add_parser(
+        "actor",
+        help="call an actor, or show where it lives",
+        description="With OP, run an operation on the actor KEY of APP (the response bytes"
+        " go to stdout); without, show its owner, generation, whether it is active and its"
+        " pending alarm.",
+    )
+    actor.add_argument("app", metavar="APP")
+    actor.add_argument("key", metavar="KEY")
+    actor.add_argument("op", metavar="OP", nargs="?", default=None)
+    data = actor.add_mutually_exclusive_group()
+    data.add_argument("--data", default=None, metavar="S", help="payload text (UTF-8), with OP")
+    data.add_argument(
+        "--data-file",
+        type=Path,
+        default=None,
+        metavar="F",
+        help="payload file ('-' for stdin), with OP",
+    )
+    actor.add_argument("--json", action="store_true", help="without OP: print the raw JSON instead")
+    actor.add_argument(
+        "--token",
+        default=env.get("ASSEMBLEX_CALL_TOKEN"),
+        help="call token, where the node requires one (default: $ASSEMBLEX_CALL_TOKEN)",
+    )
+    _add_url(actor, env)
+
     apps = sub.add_parser(
         "apps",
         help="list apps",

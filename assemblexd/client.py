@@ -161,6 +161,27 @@ class Client:
         )
         return body
 
+    async def actor_call(
+        self, app: str, key: str, op: str, data: bytes = b"", *, token: str | None = None
+    ) -> bytes:
+        """Run ``op`` on the actor ``key`` of ``app`` with ``data`` as the payload; returns the
+        response bytes. ``token``: the call token, where the node requires one."""
+        body, _ = await self._request(
+            "POST",
+            f"/actors/{_seg(app)}/{_seg(key)}/{_seg(op)}",
+            data=data,
+            headers=_auth(token),
+        )
+        return body
+
+    async def actor(self, app: str, key: str, *, token: str | None = None) -> dict[str, Any]:
+        """Where the actor ``key`` of ``app`` lives: ``{owner, generation, active, alarm_at}``.
+        ``token``: the call token, where the node requires one."""
+        result: dict[str, Any] = await self._json(
+            "GET", f"/actors/{_seg(app)}/{_seg(key)}", headers=_auth(token)
+        )
+        return result
+
     async def apps(self, *, token: str | None = None) -> list[dict[str, Any]]:
         """Records of every deployed app. ``token``: the read token, where the node requires
         one."""

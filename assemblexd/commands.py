@@ -1,6 +1,6 @@
 """The subcommands of ``assemblexd``, each given its parsed arguments and returning the exit
 status: ``run`` (a node, see ``serve``), ``salvage-log``, and the client commands (deploy,
-call, apps, rollback, undeploy, status), thin wrappers over ``client.Client`` whose output is
+call, actor, apps, rollback, undeploy, status), thin wrappers over ``client.Client`` whose output is
 rendered by ``render``."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from .cli_parse import config_from_args
 from .client import Client, ClientError
 from .errors import AssemblexError, DataDirError
 from .logs import setup_logging
-from .render import AppRow, Status, format_apps, format_status
+from .render import ActorInfo, AppRow, Status, format_actor, format_apps, format_status
 from .serve import load_tls, serve
 from .tls import TLSError, client_context
 
@@ -95,6 +95,20 @@ async def client_command(ns: argparse.Namespace) -> int:
             out = await client.call(ns.app, ns.op, payload, token=ns.token)
             sys.stdout.buffer.write(out)
             sys.stdout.buffer.flush()
+        elif ns.command == "actor" and ns.op is not None:
+            payload = await asyncio.to_thread(_payload, ns)
+            out = await client.actor_call(ns.app, ns.key, ns.op, payload, token=ns.token)
+            sys.stdout.buffer.write(out)
+            sys.stdout.buffer.flush()
+        elif ns.command == "actor":
+            if ns.data is not None or ns.data_file is not None:
+                raise ClientError("--data and --data-file go with an OP", code="local")
+            data = await client.actor(ns.app, ns.key, token=ns.token)
+            print(
+                json.dumps(data, indent=2)
+                if ns.json
+                else format_actor(ns.app, ns.key, ActorInfo.from_json(data))
+            )
         elif ns.command == "apps" and ns.app is not None:
             rec = await client.app(ns.app, token=ns.read_token)
             rows = [AppRow.from_json(r) for r in [rec, *rec.get("history", [])]]

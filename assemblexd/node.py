@@ -219,6 +219,7 @@ class Node:
             self.metrics,
             self._kv_quota,
             self.started_at,
+            actors=lambda: self.actors.active_count(),
         )
 
     async def __aexit__(self, *exc: object) -> None:

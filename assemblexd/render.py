@@ -12,7 +12,17 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["AppRow", "AppStatus", "Member", "Peer", "Status", "format_apps", "format_status"]
+__all__ = [
+    "ActorInfo",
+    "AppRow",
+    "AppStatus",
+    "Member",
+    "Peer",
+    "Status",
+    "format_actor",
+    "format_apps",
+    "format_status",
+]
 
 
 def _str(data: Mapping[str, Any], key: str) -> str | None:
@@ -51,22 +61,26 @@ class Peer:
 
 @dataclasses.dataclass(frozen=True)
 class Member(Peer):
-    """A member of the cluster with its active-view neighbours (ids) and whether it is alive."""
+    """A member of the cluster with its active-view neighbours (ids), whether it is alive and
+    how many actors are live on it."""
 
     active: tuple[str, ...] | None = None
     alive: bool | None = None
+    actors: int | None = None
 
     @classmethod
     def from_json(cls, data: Any) -> Member:
         peer = Peer.from_json(data)
         active = data.get("active") if isinstance(data, Mapping) else None
         alive = data.get("alive") if isinstance(data, Mapping) else None
+        actors = _number(data, "actors") if isinstance(data, Mapping) else None
         return cls(
             peer.id,
             peer.name,
             peer.url,
             tuple(str(p) for p in active) if isinstance(active, list) else None,
             alive if isinstance(alive, bool) else None,
+            None if actors is None else int(actors),
         )
 
 
@@ -228,7 +242,8 @@ def format_status(status: Status) -> str:
 def _format_members(
     members: Sequence[Member], me: str | None, peer_name: Callable[[Peer], str]
 ) -> list[str]:
-    """One line per member: ``* name  url  alive  -> neighbour, ...`` (``*``: this node)."""
+    """One line per member: ``* name  url  alive  N actors  -> neighbour, ...`` (``*``: this
+    node; the count left out for a member that did not say it)."""
     if not members:
         return []
     rows = []
@@ -239,6 +254,7 @@ def _format_members(
                 m.label,
                 m.url or "-",
                 "alive" if m.alive is True else "gone" if m.alive is False else "?",
+                "" if m.actors is None else f"{m.actors} actor{'' if m.actors == 1 else 's'}",
                 "-> " + (", ".join(neighbours) if neighbours else "(no neighbours)"),
             )
         )
@@ -276,3 +292,46 @@ def _duration(seconds: float) -> str:
     d, h, m = s // 86400, s % 86400 // 3600, s % 3600 // 60
     parts = [f"{d}d"] * bool(d) + [f"{h}h"] * bool(d or h) + [f"{m}m"] * bool(d or h or m)
     return " ".join([*parts, f"{s % 60}s"])
+
+
+@dataclasses.dataclass(frozen=True)
+class ActorInfo:
+    """``GET /actors/{app}/{key}``: where an actor lives."""
+
+    owner: str | None = None
+    generation: int | None = None
+    active: bool | None = None
+    alarm_at: float | None = None
+    """When its alarm is due, in milliseconds since the epoch; None for no alarm."""
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ActorInfo:
+        generation = _number(data, "generation")
+        active = data.get("active")
+        return cls(
+            owner=_str(data, "owner"),
+            generation=None if generation is None else int(generation),
+            active=active if isinstance(active, bool) else None,
+            alarm_at=_number(data, "alarm_at"),
+        )
+
+
+def format_actor(app: str, key: str, info: ActorInfo, now: float | None = None) -> str:
+    """An actor in the terminal: its owner, generation, whether it is active, its alarm."""
+    now = time.time() if now is None else now
+    if info.alarm_at is None:
+        alarm = "none"
+    else:
+        at = info.alarm_at / 1000
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+        left = at - now
+        alarm = f"{when} (in {_duration(left)})" if left >= 0 else f"{when} (due)"
+    active = {True: "yes", False: "no (passivated, or never called)", None: "?"}[info.active]
+    lines = [
+        f"actor       {app}/{key}",
+        f"owner       {info.owner or '(none: no node runs the app)'}",
+        f"generation  {'?' if info.generation is None else info.generation}",
+        f"active      {active}",
+        f"alarm       {alarm}",
+    ]
+    return "\n".join(lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .apps import Supervisors
@@ -25,6 +26,8 @@ class Status:
         metrics: the node's metrics.
         kv_quota: each app's key-value usage.
         started_at: when the node started (``time.time()``).
+        actors: how many actors are live on this node now (a member record of a node with
+            peers carries its own count; a node alone has only this).
     """
 
     def __init__(
@@ -36,6 +39,7 @@ class Status:
         metrics: Metrics,
         kv_quota: KVQuota,
         started_at: float,
+        actors: Callable[[], int] = lambda: 0,
     ) -> None:
         self._registry = registry
         self._supervisors = supervisors
@@ -44,16 +48,24 @@ class Status:
         self._metrics = metrics
         self._kv_quota = kv_quota
         self._started_at = started_at
+        self._actors = actors
 
     def status(self, me: dict[str, Any]) -> dict[str, Any]:
         """JSON-ready: this node (``me``: its id, name and URL), its views, the members it
-        knows (the graph), the apps."""
+        knows (the graph, each with its live actors), the apps."""
         views = self._peers.views()
         if views is not None:
             active, passive, members = views
         else:
             active, passive = [], []
-            members = [{**me, "active": [], "apps": self._supervisors.running()}]
+            members = [
+                {
+                    **me,
+                    "active": [],
+                    "apps": self._supervisors.running(),
+                    "actors": self._actors(),
+                }
+            ]
         loaded_apps = self._supervisors.loaded
         apps = []
         for record in self._registry.records():

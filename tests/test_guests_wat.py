@@ -41,6 +41,7 @@ VALID = {
     "wasi_sleep",
     "wasi_random",
     "spin_echo",
+    "actor_store",
 }
 # Valid by their types, refused by a deploy for what they would allocate (more than one
 # memory, a shared memory, minimums over the limits, wasm GC): tests/assemblexd/test_runtime.py.

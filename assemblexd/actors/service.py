@@ -89,11 +89,33 @@ class Active:
 
 
 class _Slot:
-    __slots__ = ("active", "lock")
+    """One actor's place on this node: its activation, and the lock its calls take in turn
+    (``async with slot``). ``busy`` while a call holds the lock or waits for it: a lock
+    handed from one call to the next reads unlocked in between, and a slot dropped then
+    would leave the next call running an activation no slot holds."""
+
+    __slots__ = ("active", "lock", "users")
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         self.active: Active | None = None
+        self.users = 0
+
+    @property
+    def busy(self) -> bool:
+        return self.users > 0
+
+    async def __aenter__(self) -> None:
+        self.users += 1
+        try:
+            await self.lock.acquire()
+        except BaseException:
+            self.users -= 1
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.lock.release()
+        self.users -= 1
 
 
 class Held(Exception):
@@ -307,7 +329,7 @@ class Actors:
                     )
             slot = self._slots.get((app, key))
             target: str | None
-            if slot is not None and (slot.active is not None or slot.lock.locked()):
+            if slot is not None and (slot.active is not None or slot.busy):
                 target = self.me
             else:
                 target = self.owner_of(app, key)
@@ -425,7 +447,7 @@ class Actors:
         slot = self._slots.get((app, key))
         if slot is None:
             slot = self._slots[(app, key)] = _Slot()
-        async with slot.lock:
+        async with slot:
             if not self.quorum.valid(time.monotonic()):
                 raise Retry
             act = slot.active
@@ -833,7 +855,7 @@ class Actors:
             now = time.monotonic()
             for (app, key), slot in list(self._slots.items()):
                 act = slot.active
-                if slot.lock.locked():
+                if slot.busy:
                     continue
                 if act is None:
                     del self._slots[(app, key)]

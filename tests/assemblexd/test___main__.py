@@ -350,6 +350,75 @@ def test_call_args() -> None:
     assert (ns.app, ns.op, ns.data) == ("echo", "echo", "hi")
 
 
+def test_actor_args() -> None:
+    ns = build_parser({}).parse_args(["actor", "counter", "k1"])
+    assert (ns.app, ns.key, ns.op, ns.data, ns.data_file, ns.json) == (
+        "counter", "k1", None, None, None, False
+    )  # fmt: skip
+    ns = build_parser({"ASSEMBLEX_CALL_TOKEN": "t"}).parse_args(
+        ["actor", "counter", "k1", "set_alarm", "--data", "500"]
+    )
+    assert (ns.op, ns.data, ns.token) == ("set_alarm", "500", "t")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["actor"], ["actor", "app"], ["actor", "app", "k", "op", "--data", "x", "--data-file", "f"]],
+)
+def test_bad_actor_args(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_actor_data_without_an_op(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["actor", "app", "k", "--data", "x", "--url", "http://127.0.0.1:9"]) == 1
+    assert "assemblexd actor: error: --data and --data-file go with an OP" in (
+        capsys.readouterr().err
+    )
+
+
+def test_format_actor() -> None:
+    now = 1_800_000_000.0
+    info = render.ActorInfo.from_json(
+        {"owner": "n2", "generation": 7, "active": True, "alarm_at": int((now + 90) * 1000)}
+    )
+    lines = render.format_actor("counter", "k1", info, now=now).splitlines()
+    assert lines[:4] == [
+        "actor       counter/k1",
+        "owner       n2",
+        "generation  7",
+        "active      yes",
+    ]
+    assert lines[4].startswith("alarm       ")
+    assert lines[4].endswith("(in 1m 30s)")
+    idle = render.ActorInfo.from_json({"owner": "n1", "generation": 0, "active": False})
+    text = render.format_actor("counter", "k2", idle, now=now)
+    assert "active      no (passivated, or never called)" in text
+    assert "alarm       none" in text
+    assert "owner       (none: no node runs the app)" in render.format_actor(
+        "gone", "k", render.ActorInfo.from_json({"owner": None}), now=now
+    )
+
+
+def test_format_status_counts_each_members_actors() -> None:
+    text = format_status(
+        {
+            "node": {"id": "a", "name": "n0"},
+            "members": [
+                {"id": "a", "name": "n0", "active": ["b"], "alive": True, "actors": 3},
+                {"id": "b", "name": "n1", "active": ["a"], "alive": True, "actors": 1},
+                {"id": "c", "name": "n2", "active": [], "alive": False},
+            ],
+        }
+    )
+    rows = [line.split() for line in text.splitlines() if "->" in line]
+    assert rows == [
+        ["*", "n0", "-", "alive", "3", "actors", "->", "n1"],
+        ["n1", "-", "alive", "1", "actor", "->", "n0"],
+        ["n2", "-", "gone", "->", "(no", "neighbours)"],
+    ]
+
+
 def test_client_command_unreachable(capsys: pytest.CaptureFixture[str]) -> None:
     # Port 9 (discard) on loopback: nothing listens there in the test environment.
     assert main(["apps", "--url", "http://127.0.0.1:9"]) == 1

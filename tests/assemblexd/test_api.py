@@ -368,6 +368,18 @@ async def test_status_json(client: Client, wat: Wat) -> None:
     assert "echo" in json.dumps(data["apps"])
 
 
+async def test_status_counts_the_live_actors_of_a_lone_node(client: Client, wat: Wat) -> None:
+    resp = await client.post("/deploy", data=wasm_form(wat("actor_store"), filename="st.wasm"))
+    assert resp.status == 201, await resp.text()
+    data = await (await client.get("/status")).json()
+    assert [m["actors"] for m in data["members"]] == [0]
+    for key in ("a", "b"):
+        resp = await client.post(f"/actors/st/{key}/put", data=b"state")
+        assert resp.status == 200, await resp.text()
+    data = await (await client.get("/status")).json()
+    assert [m["actors"] for m in data["members"]] == [2]
+
+
 async def test_status_html_for_browsers(client: Client, wat: Wat) -> None:
     await deploy_echo(client, wat)
     browser_accept = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"

@@ -9,17 +9,19 @@ replaces ``docs/img/status.png`` (shown in docs), so a plain test run leaves the
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cluster import LocalCluster, poll, tagged_guest
-from helpers import REPO_ROOT
+from cluster import LocalCluster, http, poll, tagged_guest
+from helpers import REPO_ROOT, load_wat
 
 pytestmark = pytest.mark.e2e
 
@@ -67,6 +69,30 @@ def chromium(tmp_path: Path, url: str, *mode: str) -> subprocess.CompletedProces
     return done
 
 
+def start_an_actor(cluster: LocalCluster, app: str) -> str:
+    """Call an actor of ``app`` once every node knows where the app runs (the nodes place
+    actors by the member records, and hear each other by heartbeats every 0.5 s); the name
+    of the node it lives on."""
+    names = {d.name for d in cluster.nodes}
+
+    def placed() -> bool:
+        return all(
+            set(a.get("versions", {})) == names
+            for d in cluster.nodes
+            for a in d.status()["apps"]
+            if a["name"] == app
+        )
+
+    poll(placed, f"every node to know where {app} runs")
+    time.sleep(1.5)
+    status, body = http("POST", f"{cluster.nodes[0].url}/actors/{app}/page/put", b"state")
+    assert status == 200, body
+    status, body = http("GET", f"{cluster.nodes[0].url}/actors/{app}/page")
+    assert status == 200, body
+    owner: str = json.loads(body)["owner"]
+    return owner
+
+
 def png_size(data: bytes) -> tuple[int, int]:
     """Width and height from a PNG's IHDR chunk."""
     assert data[:8] == PNG_SIGNATURE, "not a PNG"
@@ -77,18 +103,23 @@ def png_size(data: bytes) -> tuple[int, int]:
 @pytest.mark.timeout(300)
 def test_status_page_draws_the_five_node_graph(cluster: LocalCluster, tmp_path: Path) -> None:
     nodes = cluster.nodes
-    # Apps, so that the page has versions to show: one on every node, one redeployed.
+    # Apps, so that the page has versions to show: one on every node, one redeployed; and an
+    # actor live on one node.
     marks = cluster.marks()
     hello = nodes[0].deploy("hello", tagged_guest("hello-v1"))
+    store = nodes[0].deploy("store", load_wat("actor_store"))
     cluster.wait_running("hello", hello["sha256"], marks)
-    marks = cluster.marks()
+    cluster.wait_running("store", store["sha256"], marks)
+    owner = start_an_actor(cluster, "store")
+    marks = cluster.marks()  # the deploys below rewrite every member record, actors included
     hello = nodes[3].deploy("hello", tagged_guest("hello-v2"))
     greeter = nodes[1].deploy("greeter", tagged_guest("greeter-v1"))
     cluster.wait_running("hello", hello["sha256"], marks)
     cluster.wait_running("greeter", greeter["sha256"], marks)
 
     shown = nodes[2]
-    want_apps = {"hello": hello["version"], "greeter": greeter["version"]}
+    want_apps = {"hello": hello["version"], "greeter": greeter["version"], "store": 1}
+    want_actors = {d.name: int(d.name == owner) for d in nodes}
 
     def complete() -> bool:
         """The graph as ``shown`` knows it: 5 alive members, each with the current apps,
@@ -97,6 +128,8 @@ def test_status_page_draws_the_five_node_graph(cluster: LocalCluster, tmp_path: 
         if len(members) != NODES or not all(m["alive"] and m["active"] for m in members):
             return False
         if any(m["apps"] != want_apps for m in members):
+            return False
+        if {m["name"]: m.get("actors") for m in members} != want_actors:
             return False
         links = {(m["id"], p) for m in members for p in m["active"]}
         return all((b, a) in links for a, b in links)
@@ -128,3 +161,8 @@ def test_status_page_draws_the_five_node_graph(cluster: LocalCluster, tmp_path: 
     assert int(edges.group(1)) >= NODES - 1, "a connected graph of 5 nodes has 4 links or more"
     for app in want_apps:
         assert f'data-app="{app}"' in dom
+    shown_actors = dict(
+        re.findall(r'data-name="([^"]*)" data-alive="[^"]*" data-actors="(\d*)"', dom)
+    )
+    assert shown_actors == {n: str(c) for n, c in want_actors.items()}
+    assert f'<td id="actors">{want_actors[shown.name]} live here</td>' in dom
