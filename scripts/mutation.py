@@ -230,6 +230,13 @@ GUARDS: tuple[Guard, ...] = (
         (T_ACT,),
     ),
     Guard(
+        "actors: a session whose actor was granted away lapses",
+        ACT,
+        "            sessions.lapse(record.holder, record.holder_session)",
+        "            pass",
+        (T_ACT,),
+    ),
+    Guard(
         "actors: an actor held by a live lease is refused",
         ACT,
         "if sessions.live(record.holder, record.holder_session, now):",

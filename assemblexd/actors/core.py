@@ -14,8 +14,9 @@ rules replay in tests exactly. The service (``service.py``) feeds them messages 
   and serves an actor until ``LEASE * (1 - DRIFT)`` after such a round was *sent*, counting
   only the acceptors that granted that actor (:class:`Quorum`): it stops before a majority
   may grant the actor away.
-  A session that lapsed at an acceptor stays lapsed there (its heartbeats are answered
-  ``lapsed``), so a node never regains actors it may have lost without activating them anew.
+  An acceptor that grants one of a node's actors to another node (the holder's lease having
+  run out there) marks the holder's session *lapsed*: that session's heartbeats are answered
+  ``lapsed`` from then on, so a node never keeps actors it may have lost.
 * **Generations.** Activating an actor is a Paxos prepare with a new generation; a store is an
   accept of (generation, sequence number, state, alarm) (:func:`prepare`, :func:`accept`). An
   acceptor refuses a prepare whose actor is held by a live lease of another node, and an
@@ -116,18 +117,28 @@ class Sessions:
     def heartbeat(self, node: str, session: int, now: float) -> bool:
         """A heartbeat (or any message) of ``node`` in ``session`` arrived at ``now``: whether
         its lease goes on (True), or the session lapsed here (False: the node must start a
-        new session, since its actors may have been granted to others)."""
+        new session, since one of its actors was granted to another node).
+
+        A lease that ran out is renewed, not lapsed: only :meth:`lapse` (an actor of the
+        session granted away) ends a session. So an acceptor that was paused, or cut off
+        for a while, does not end the sessions of every node it hears again."""
         known = self._nodes.get(node)
         if known is None or session > known.session:
             self._nodes[node] = _Session(session, now)
             return True
         if session < known.session or known.lapsed:
             return False
-        if now - known.heard > self.lease:
-            known.lapsed = True
-            return False
         known.heard = now
         return True
+
+    def lapse(self, node: str, session: int) -> None:
+        """One of ``session``'s actors was granted to another node here (its lease had run
+        out): the session is never answered ``ok`` again."""
+        known = self._nodes.get(node)
+        if known is None or session > known.session:
+            self._nodes[node] = _Session(session, float("-inf"), lapsed=True)
+        elif session == known.session:
+            known.lapsed = True
 
     def live(self, node: str, session: int, now: float) -> bool:
         """Whether ``node``'s ``session`` holds a lease here at ``now``."""
@@ -285,6 +296,8 @@ def prepare(
             return Refusal("held", record.promised, record.holder)
         if sessions.starting(now):
             return Refusal("starting", record.promised, record.holder)
+        if gen > record.promised:
+            sessions.lapse(record.holder, record.holder_session)
     if gen < record.promised or (gen == record.promised and held_by_other):
         return Refusal("generation", record.promised)
     return Grant(

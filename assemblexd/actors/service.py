@@ -519,14 +519,16 @@ class Actors:
         Retry."""
         k = (app, key)
         gen = max(self.store.record(app, key).promised, self._seen_gen.get(k, 0)) + 1
+        failover = False  # a grant of any attempt took it from a node that had not let go
         for _ in range(8):
             members = self._quorum_members()
             needed = self._needed(members)
             granted: set[str] = set()
             replies = await self._prepare(app, key, gen, members, needed, granted)
             grants = [r for r in replies if r.get("ok")]
+            failover = failover or any(r.get("failover") for r in grants)
             if len(grants) >= needed:
-                act = await self._activated(app, key, gen, grants, members, needed)
+                act = await self._activated(app, key, gen, grants, members, needed, failover)
                 act.granted = granted  # the same set: grants that come late count too
                 return act
             # Not enough: let go of what was granted, now or late, so it blocks nobody.
@@ -600,6 +602,7 @@ class Actors:
         grants: list[dict[str, Any]],
         members: list[Member],
         needed: int,
+        failover: bool,
     ) -> Active:
         states = [_state(r.get("state")) for r in grants]
         best = core.best_state(states)
@@ -613,7 +616,7 @@ class Actors:
             # The newest state is on fewer nodes than a store needs: write it back first.
             await self.replicate(act, act.state, act.alarm_at)
         self._metrics.actor_activations.inc()
-        if any(r.get("failover") for r in grants):
+        if failover:
             self._metrics.actor_failovers.inc()
         return act
 
@@ -640,7 +643,10 @@ class Actors:
         act.seq = seq
         oks = sum(1 for r in replies if r.get("ok"))
         refused = [r for r in replies if not r.get("ok") and r.get("reason") == "generation"]
-        if refused:
+        # Acknowledged by enough nodes, the state is kept whatever one acceptor refused (a
+        # node's prepare that failed left a higher promise there): any activation that
+        # could follow reads one of the acceptors that wrote it.
+        if refused and oks < needed:
             act.deposed = True
             newer = max(int(r.get("promised", 0)) for r in refused)
             raise HostError(

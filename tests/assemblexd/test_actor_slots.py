@@ -72,7 +72,7 @@ async def test_housekeeping_keeps_a_slot_whose_lock_is_being_handed_over(
     me = Member("me", "me", "", frozenset({"app"}))
     actors = Actors(
         "me", "me", store, lambda: [me], Runner(), PeerClient(None),
-        quorum=False, idle=0.0, wait=5.0, state_max=1024, metrics=Metrics(),
+        quorum=False, idle=0.0, wait=5.0, call_limit=10.0, state_max=1024, metrics=Metrics(),
         running=lambda: ["app"],
     )  # fmt: skip
     try:
