@@ -23,6 +23,11 @@ __all__ = ["PATH", "REPLY_HEADER", "NotSent", "PeerClient", "decode", "encode"]
 
 PATH = "/peer/actors"
 REPLY_HEADER = "Assemblex-Reply"
+PEER_CONNECTIONS = 16
+"""Connections a node opens to one peer at most (open and kept alive); more messages wait for
+one. Well under a peer's ``--max-client-conns`` (default 128), which refuses connections past
+it from one address: a burst (hundreds of actors passivated at once, each released at every
+member) would otherwise open, and then keep alive, hundreds of connections to each peer."""
 
 
 class NotSent(Exception):
@@ -70,7 +75,9 @@ class PeerClient:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
-                    ssl=self._ssl if self._ssl is not None else True, limit=0
+                    ssl=self._ssl if self._ssl is not None else True,
+                    limit=0,
+                    limit_per_host=PEER_CONNECTIONS,
                 ),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=2),
             )
