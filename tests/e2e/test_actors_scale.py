@@ -203,7 +203,7 @@ def scale(local: LocalCluster, actors: int, idle: float) -> None:
 
 
 def test_scale_1000(tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    idle = 15.0
+    idle = 20.0
     args = ["--actor-idle", str(idle), "--max-instances", "1024"]
     with five_nodes(tmp_path / "cluster", request, args) as local:
         scale(local, 1_000, idle)
