@@ -200,6 +200,10 @@ def scale(local: LocalCluster, actors: int, idle: float) -> None:
     )
     for d in nodes:
         assert live_after[d.name] <= live_before[d.name], (live_after, live_before)
+    lapses = [f"{d.name}: {line}" for d in nodes for line in d.lines if "lease lapsed" in line]
+    print(f"lease lapses (each passivates all of a node's actors): {len(lapses)}")
+    for line in lapses[:10]:
+        print(f"  {line}")
     # Bursts of actor messages (activations, releases) stay within each peer's
     # --max-client-conns (here the four peers and this client share one address).
     refused = [line for d in nodes for line in d.lines if "refused a connection" in line]
