@@ -9,6 +9,10 @@ from the machine (``netns``: root, iproute2 and network namespaces). When such a
 the run's summary lists it and the session fails, unless ``$ASSEMBLEX_ALLOW_SKIP`` names its
 group (comma-separated, or ``all``): a green run means the claims were tested, and a run
 that could not test some says so.
+
+Long runs. A test marked ``@pytest.mark.long`` takes minutes (a scale test): it is skipped
+unless the ``-m`` expression names ``long`` (``pytest -m long tests/e2e/...``) or
+``$ASSEMBLEX_LONG`` is ``1``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from helpers import WAT_DIR, RedisServerError, free_port, load_wat, run_redis_se
 __all__ = ["free_port", "load_wat"]
 
 ALLOW_SKIP_ENV = "ASSEMBLEX_ALLOW_SKIP"
+LONG_ENV = "ASSEMBLEX_LONG"
 _REQUIRED_SKIPS = pytest.StashKey[list[tuple[str, str, str]]]()
 """(test id, group, reason) of every skipped test marked ``required``."""
 
@@ -35,6 +40,17 @@ def allowed_skips() -> set[str]:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_REQUIRED_SKIPS] = []
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the tests marked ``long`` unless asked for (``-m`` naming ``long``, or
+    ``$ASSEMBLEX_LONG=1``)."""
+    if os.environ.get(LONG_ENV) == "1" or "long" in str(config.getoption("markexpr", "") or ""):
+        return
+    skip = pytest.mark.skip(reason=f"a long run: select it with -m long (or {LONG_ENV}=1)")
+    for item in items:
+        if item.get_closest_marker("long") is not None:
+            item.add_marker(skip)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -219,6 +219,8 @@ class Actors:
         self.sessions = Sessions(me, now)
         self.quorum = Quorum(time.time_ns(), guard=quorum)
         self._slots: dict[tuple[str, str], _Slot] = {}
+        self._active = 0
+        """How many slots have an active actor (the node's member record reads it often)."""
         self._contact: dict[str, float] = {}
         """When each peer was last heard from (monotonic)."""
         self._seen_gen: dict[tuple[str, str], int] = {}
@@ -263,7 +265,7 @@ class Actors:
     # -- what others see ------------------------------------------------------------------
 
     def active_count(self) -> int:
-        return sum(1 for s in self._slots.values() if s.active is not None)
+        return self._active
 
     def active_keys(self) -> list[tuple[str, str]]:
         return [k for k, s in self._slots.items() if s.active is not None]
@@ -276,12 +278,13 @@ class Actors:
         now = time.monotonic() if now is None else now
         return {self.me} | {m for m, t in self._contact.items() if now - t <= LEASE}
 
-    def owner_of(self, app: str, key: str) -> str | None:
-        """The rendezvous owner of the actor among the alive members running ``app``."""
+    def owner_of(self, app: str, key: str, members: list[Member] | None = None) -> str | None:
+        """The rendezvous owner of the actor among the alive members running ``app``
+        (``members``: the members, when the caller has them already)."""
         alive = self.alive()
         candidates = [
             m.id
-            for m in self._members()
+            for m in (self._members() if members is None else members)
             if m.id in alive and (app in m.apps if m.id != self.me else self._runs(app))
         ]
         return core.owner(app, key, candidates)
@@ -463,6 +466,7 @@ class Actors:
                     raise Retry  # the owner changed while this call waited
                 act = await self._activate(app, key)
                 slot.active = act
+                self._active += 1
                 self._arm_alarm(act)
             if alarm is not None and act.alarm_at != alarm:
                 # An alarm someone else ran, or replaced: nothing to do.
@@ -741,6 +745,7 @@ class Actors:
             act.timer = None
         if slot.active is act:
             slot.active = None
+            self._active -= 1
 
     def _free_instance(self, act: Active) -> None:
         if act.inst is not None:
@@ -859,6 +864,7 @@ class Actors:
         while True:
             await asyncio.sleep(1.0)
             now = time.monotonic()
+            members = self._members()  # once per sweep: reading them is not cheap
             for (app, key), slot in list(self._slots.items()):
                 act = slot.active
                 if slot.busy:
@@ -867,7 +873,7 @@ class Actors:
                     del self._slots[(app, key)]
                     continue
                 idle = now - act.last_call > self.idle
-                moved = self.owner_of(app, key) not in (self.me, None)
+                moved = self.owner_of(app, key, members) not in (self.me, None)
                 gone = self._runner.loaded(app) is None
                 if idle or moved or gone:
                     self._drop(slot, act)

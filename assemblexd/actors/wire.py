@@ -23,6 +23,14 @@ __all__ = ["PATH", "REPLY_HEADER", "NotSent", "PeerClient", "decode", "encode"]
 
 PATH = "/peer/actors"
 REPLY_HEADER = "Assemblex-Reply"
+PEER_CONNECTIONS = 16
+"""Connections a node opens to one peer at most (open and kept alive); more messages wait for
+one. Well under a peer's ``--max-client-conns`` (default 128), which refuses connections past
+it from one address: a burst (hundreds of actors passivated at once, each released at every
+member) would otherwise open, and then keep alive, hundreds of connections to each peer.
+Heartbeats have connections of their own (``HEARTBEAT_CONNECTIONS`` per peer), so that they
+never wait behind such a burst: a heartbeat late by a lease lapses the sender's session."""
+HEARTBEAT_CONNECTIONS = 2
 
 
 class NotSent(Exception):
@@ -59,22 +67,26 @@ class PeerClient:
         self._key = key
         self._keys = (key, *accepted) if key else ()
         self._ssl = ssl
-        self._session: aiohttp.ClientSession | None = None
+        self._sessions: dict[bool, aiohttp.ClientSession] = {}
+        """The session for heartbeats (True) and the one for every other message (False)."""
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        sessions, self._sessions = self._sessions, {}
+        for session in sessions.values():
+            await session.close()
 
-    def _open(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
+    def _open(self, heartbeat: bool) -> aiohttp.ClientSession:
+        session = self._sessions.get(heartbeat)
+        if session is None:
+            session = self._sessions[heartbeat] = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
-                    ssl=self._ssl if self._ssl is not None else True, limit=0
+                    ssl=self._ssl if self._ssl is not None else True,
+                    limit=0,
+                    limit_per_host=HEARTBEAT_CONNECTIONS if heartbeat else PEER_CONNECTIONS,
                 ),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=2),
             )
-        return self._session
+        return session
 
     async def send(
         self, node_id: str, url: str, message: dict[str, Any], *, limit: float | None
@@ -93,7 +105,7 @@ class PeerClient:
             headers["Authorization"] = proof
             nonce = proof_nonce(proof)
         try:
-            async with self._open().post(
+            async with self._open(message.get("t") == "hb").post(
                 url.rstrip("/") + PATH,
                 data=body,
                 headers=headers,
