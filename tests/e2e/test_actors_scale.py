@@ -39,6 +39,7 @@ from cluster import READ_TOKEN, Daemon, LocalCluster, http, poll, whole_cluster
 from helpers import REPO_ROOT
 
 from assemblexd.actors import core
+from assemblexd.node import MEMBERS_TTL
 
 pytestmark = pytest.mark.e2e
 
@@ -98,6 +99,8 @@ def five_nodes(
             return True
 
         poll(placed, f"every node listing {APP} on every node")
+        # The actors read the members from the store at most every MEMBERS_TTL seconds.
+        time.sleep(MEMBERS_TTL + 0.1)
         checks = whole_cluster(local, request)
         next(checks)
         yield local

@@ -197,7 +197,32 @@ async def _call(client: Client, app: str, redis_client: redis.Redis) -> None:
     assert await call(client, app, "host", host_call(app, "call", "", b"me")) == b"Hello, me!"
 
 
-NAMESPACE_CHECKS = {"host": _host, "kv": _kv, "redis": _redis, "call": _call}
+async def _actor(client: Client, app: str, redis_client: redis.Redis) -> None:
+    async def actor(payload: bytes) -> bytes:
+        resp = await client.post(f"/actors/{app}/user:7/host", data=payload)
+        body = await resp.read()
+        assert resp.status == 200, body[:500]
+        return body
+
+    assert await actor(host_call("", "actor", "key")) == b"user:7"
+    assert await actor(host_call("", "actor", "load")) == b""
+    assert await actor(host_call("", "actor", "store", b"st\x00ate")) == b""
+    assert await actor(host_call("", "actor", "load")) == b"st\x00ate"
+    assert await actor(host_call("", "actor", "alarm", b"60000")) == b""
+    assert await actor(host_call("", "actor", "cancel")) == b""
+    assert (
+        await call_error(client, app, "host", host_call("", "actor", "load"))
+        == "actor.load: not in an actor call (call the app at /actors/{app}/{key}/{op})"
+    )
+
+
+NAMESPACE_CHECKS = {
+    "host": _host,
+    "kv": _kv,
+    "redis": _redis,
+    "call": _call,
+    "actor": _actor,
+}
 
 
 async def test_every_namespace_of_the_host_is_checked() -> None:
