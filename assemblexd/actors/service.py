@@ -399,7 +399,7 @@ class Actors:
             "alarm": alarm,
         }
         try:
-            reply = await self._client.send(member.id, member.url, message, limit=self._call_limit)
+            reply = await self._send_while_alive(member, message)
         except NotSent:
             self._contact.pop(target, None)  # refused at once: it is gone
             raise Retry from None
@@ -418,6 +418,25 @@ class Actors:
                 int(reply.get("gen", 0)),
             )
         raise Forwarded(status, str(reply.get("code", "error")), str(reply.get("message", "")))
+
+    async def _send_while_alive(self, member: Member, message: dict[str, Any]) -> dict[str, Any]:
+        """``message``'s answer within the forwarded call's limit, given up earlier
+        (TimeoutError) once ``member`` has answered no heartbeat for a lease: an owner cut off
+        by a partition never answers, and its connection does not fail."""
+        started = time.monotonic()
+        send = asyncio.ensure_future(
+            self._client.send(member.id, member.url, message, limit=self._call_limit)
+        )
+        try:
+            while True:
+                done, _ = await asyncio.wait({send}, timeout=core.HEARTBEAT)
+                if done:
+                    return send.result()
+                now = time.monotonic()
+                if now - started > LEASE and member.id not in self.alive(now):
+                    raise TimeoutError(f"no answer to heartbeats for {LEASE:g} s")
+        finally:
+            send.cancel()
 
     async def _run_here(
         self, app: str, key: str, op: str, payload: bytes, alarm: int | None
