@@ -959,10 +959,12 @@ class Actors:
         record = self.store.record(app, key)
         now = time.monotonic()
         holder = record.holder
+        # This node's own sessions are in ``sessions`` too: a holding of one of its sessions
+        # that lapsed (the actor was dropped without a release) is not live.
         live = (
             bool(holder)
             and not record.released
-            and (holder == self.me or self.sessions.live(holder, record.holder_session, now))
+            and self.sessions.live(holder, record.holder_session, now)
         )
         owner = holder if live else self.owner_of(app, key)
         return {
