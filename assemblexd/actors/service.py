@@ -619,7 +619,9 @@ class Actors:
         others as a store needs. Raises HostError (deposed, or not acknowledged)."""
         if act.deposed:
             raise HostError("actor: this activation was deposed; its stores are refused")
-        seq = act.seq + 1
+        # The number is used up before the round: a round cut short (the call cancelled by
+        # its client) may still land on acceptors, and the next store must not reuse it.
+        seq = act.seq = act.seq + 1
         members = self._quorum_members()
         needed = self._needed(members)
         message = {
@@ -634,7 +636,6 @@ class Actors:
             "alarm_at": alarm_at,
         }
         replies = await self._round(members, message, needed)
-        act.seq = seq
         oks = sum(1 for r in replies if r.get("ok"))
         refused = [r for r in replies if not r.get("ok") and r.get("reason") == "generation"]
         if refused:
