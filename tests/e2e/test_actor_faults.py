@@ -87,6 +87,10 @@ def test_checker_passes_a_clean_history_and_finds_each_violation() -> None:
     assert any("older generation" in p for p in problems), problems
     two_owners = {"a": [_inc("a", 0, 1, 1, 1, "n0"), _inc("a", 2, 3, 2, 1, "n1")]}
     assert any("answered by" in p for p in check_actors(two_owners, {"a": 2}))
+    restarted = {"a": [_inc("a", 0, 1, 1, 1), _inc("a", 2, 3, 2, 1)]}
+    restarted["a"][1].memory = 1
+    assert any("more than one instance" in p for p in check_actors(restarted, {"a": 2}))
+    assert check_actors(restarted, {"a": 2}, instances=False) == []
     stale = {"a": [_inc("a", 0, 1, 5, 1), _inc("a", 2, 3, 4, 1)]}
     assert any("then a call sent" in p for p in check_actors(stale, {"a": 5}))
 
