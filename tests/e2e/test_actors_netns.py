@@ -14,13 +14,15 @@ actor_history.check_actors; "an older generation acknowledged after a newer one 
 checked as "a call sent after an answer of generation g was acknowledged never runs in a
 generation below g" (when a generation begins exactly is not visible to a client).
 
-With ``--no-actor-quorum`` both sides serve every actor, each side in a generation of its own
+With ``--no-actor-quorum`` both sides serve every actor, each side with an owner of its own
 (a store needs the owner and one other node it sees alive). Healed, every node's session has
 lapsed at the other side's acceptors, so every actor is activated anew in a generation above
 both sides' and has one owner everywhere; as docs/actors.md says, the state with the higher
 (generation, sequence number) wins: the count goes on from the last acknowledged count of
 the side with the higher generation, and the other side's increments since the split are
-lost.
+lost. The two sides may run the same generation number (each side's activation needs only
+two grants); then the higher sequence number decides, and the test only checks that the
+count goes on from one of the two sides.
 """
 
 from __future__ import annotations
@@ -324,11 +326,6 @@ def test_partition_without_quorum_guard_both_sides_serve(
                 assert not failed, f"{k} on the {side} side: {failed[:10]}"
                 assert all(o.owner in names for o in late), (k, side)
                 last[k][side] = max(late, key=lambda o: o.end)
-        both = [k for k in KEYS if last[k]["minority"].gen != last[k]["majority"].gen]
-        assert both == KEYS, (
-            f"actors served in one generation on both sides: {set(KEYS) - set(both)}"
-        )
-
         # Two owners at once: both sides went on from the count at the split. The checker
         # that passes the guarded run sees it in this history.
         problems = check_actors(history.of("actor"), {})
@@ -338,26 +335,35 @@ def test_partition_without_quorum_guard_both_sides_serve(
         took = _agree(clients, nodes)
         rng = random.Random(5)
         after = clients.increment_all(history, [(rng.choice(nodes), k) for k in KEYS])
-        kept = {"minority": 0, "majority": 0}
+        kept = {"minority": 0, "majority": 0, "either (same generation)": 0}
         for op in after:
             assert op.ok, f"{op.key} via {op.node} after the heal: {op.status} {op.code}"
             assert op.gen is not None
             assert all(op.gen > (o.gen or 0) for o in last[op.key].values()), op
-            # The state of the side with the higher generation goes on; the other's is lost.
-            side, newer = max(last[op.key].items(), key=lambda item: item[1].gen or 0)
-            assert newer.stored is not None
+            # The state of the side with the higher generation goes on, the other's is lost.
+            # Both sides may have taken the same generation number (each needs only two
+            # grants): then the higher sequence number wins, which a client does not see.
+            sides = last[op.key]
+            top = max(o.gen or 0 for o in sides.values())
+            winners = [s for s, o in sides.items() if o.gen == top]
             doubt = sum(1 for o in history.ops if o.key == op.key and o.in_doubt)
-            assert newer.stored < op.stored <= newer.stored + 1 + doubt, (
+            went_on = [
+                s
+                for s in winners
+                if sides[s].stored is not None
+                and sides[s].stored < op.stored <= sides[s].stored + 1 + doubt
+            ]
+            assert went_on, (
                 f"{op.key}: {op.stored} after the heal; the sides' last (count, generation):"
-                f" { ({s: (o.stored, o.gen) for s, o in last[op.key].items()}) }"
+                f" { ({s: (o.stored, o.gen) for s, o in sides.items()}) }"
             )
-            kept[side] += 1
+            kept[went_on[0] if len(winners) == 1 else "either (same generation)"] += 1
         owners = _owners(clients, nodes)
         assert all(len(o) == 1 for o in owners.values()), owners
         print(
             f"\nno quorum: {len(history.ops)} calls, both sides served all {len(KEYS)} actors;"
             f" one owner everywhere {took:.1f}s after the heal; the higher generation's state"
-            f" went on for all, from the side {kept}"
+            f" went on for all: {kept}"
         )
     finally:
         clients.close()
