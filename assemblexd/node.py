@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import secrets
 import sqlite3
@@ -397,9 +398,9 @@ class Node:
         return await self.actors.info(app, key)
 
     def _actor_members(self) -> list[Member]:
-        """The cluster's members that have not left, for the actors: this node alone while
-        it has no peers. Read from the store at most every ``MEMBERS_TTL`` seconds (every
-        actor call asks)."""
+        """The cluster's members that have not left, for the actors (this node alone while
+        it holds no member record of a cluster). Read from the store at most every
+        ``MEMBERS_TTL`` seconds (every actor call asks)."""
         now = time.monotonic()
         if self._members_cache is not None and now - self._members_cache[0] < MEMBERS_TTL:
             return self._members_cache[1]
@@ -409,10 +410,33 @@ class Node:
 
     def _read_actor_members(self) -> list[Member]:
         views = self.peers.views()
-        if views is None:
-            return [Member(self.id, self.name, self.url, frozenset(self.running()))]
+        me = Member(self.id, self.name, self.url, frozenset(self.running()))
+        if views is not None:
+            records = views[2]
+        else:
+            # The cluster layer is not running (a node alone, or one starting: it listens
+            # before its membership runs). The member records it holds still count, or a
+            # member that restarts would take itself for a cluster of one meanwhile.
+            records = self._member_records()
+            if not any(m.get("id") == self.id for m in records):
+                return [me, *self._members_of(records)]
+        return self._members_of(records)
+
+    def _member_records(self) -> list[dict[str, Any]]:
+        if self._replica is None:
+            return []
+        records = []
+        for key in self._replica.keys("members/"):
+            raw = self._replica.get(key)
+            with contextlib.suppress(ValueError, TypeError):
+                record = json.loads(raw) if raw is not None else None
+                if isinstance(record, dict) and isinstance(record.get("id"), str):
+                    records.append(record)
+        return records
+
+    def _members_of(self, records: list[dict[str, Any]]) -> list[Member]:
         members = []
-        for m in views[2]:
+        for m in records:
             if m.get("left") and m.get("id") != self.id:
                 continue
             apps = m.get("apps") or {}

@@ -424,7 +424,7 @@ class Actors:
             "alarm": alarm,
         }
         try:
-            reply = await self._client.send(member.id, member.url, message, limit=self._call_limit)
+            reply = await self._send_while_alive(member, message)
         except NotSent:
             self._contact.pop(target, None)  # refused at once: it is gone
             raise Retry from None
@@ -443,6 +443,25 @@ class Actors:
                 int(reply.get("gen", 0)),
             )
         raise Forwarded(status, str(reply.get("code", "error")), str(reply.get("message", "")))
+
+    async def _send_while_alive(self, member: Member, message: dict[str, Any]) -> dict[str, Any]:
+        """``message``'s answer within the forwarded call's limit, given up earlier
+        (TimeoutError) once ``member`` has answered no heartbeat for a lease: an owner cut off
+        by a partition never answers, and its connection does not fail."""
+        started = time.monotonic()
+        send = asyncio.ensure_future(
+            self._client.send(member.id, member.url, message, limit=self._call_limit)
+        )
+        try:
+            while True:
+                done, _ = await asyncio.wait({send}, timeout=core.HEARTBEAT)
+                if done:
+                    return send.result()
+                now = time.monotonic()
+                if now - started > LEASE and member.id not in self.alive(now):
+                    raise TimeoutError(f"no answer to heartbeats for {LEASE:g} s")
+        finally:
+            send.cancel()
 
     async def _run_here(
         self, app: str, key: str, op: str, payload: bytes, alarm: int | None
@@ -629,7 +648,9 @@ class Actors:
         others as a store needs. Raises HostError (deposed, or not acknowledged)."""
         if act.deposed:
             raise HostError("actor: this activation was deposed; its stores are refused")
-        seq = act.seq + 1
+        # The number is used up before the round: a round cut short (the call cancelled by
+        # its client) may still land on acceptors, and the next store must not reuse it.
+        seq = act.seq = act.seq + 1
         members = self._quorum_members()
         needed = self._needed(members)
         message = {
@@ -644,7 +665,6 @@ class Actors:
             "alarm_at": alarm_at,
         }
         replies = await self._round(members, message, needed)
-        act.seq = seq
         oks = sum(1 for r in replies if r.get("ok"))
         refused = [r for r in replies if not r.get("ok") and r.get("reason") == "generation"]
         # Acknowledged by enough nodes, the state is kept whatever one acceptor refused (a
@@ -974,10 +994,12 @@ class Actors:
         record = self.store.record(app, key)
         now = time.monotonic()
         holder = record.holder
+        # This node's own sessions are in ``sessions`` too: a holding of one of its sessions
+        # that lapsed (the actor was dropped without a release) is not live.
         live = (
             bool(holder)
             and not record.released
-            and (holder == self.me or self.sessions.live(holder, record.holder_session, now))
+            and self.sessions.live(holder, record.holder_session, now)
         )
         owner = holder if live else self.owner_of(app, key)
         return {
