@@ -292,12 +292,19 @@ def failover(args: argparse.Namespace, cluster: Any, rng: random.Random) -> dict
         }
         try:
             entry = clients["node0"]
+            # After the previous kill the restarted node wins its actors back (within about
+            # a second): wait until two calls in a row name the same owner.
+            settle = time.monotonic() + 15
             data, h = entry.ok("POST", f"/actors/counter/{key}/increment")
-            owner = h["assemblex-actor-owner"]
-            via = next(n for n in sorted(clients) if n != owner)
-            data, h = clients[via].ok("POST", f"/actors/counter/{key}/increment")
-            if h["assemblex-actor-owner"] != owner:
-                raise RuntimeError(f"owner moved from {owner} to {h['assemblex-actor-owner']}")
+            while True:
+                owner = h["assemblex-actor-owner"]
+                via = next(n for n in sorted(clients) if n != owner)
+                data, h = clients[via].ok("POST", f"/actors/counter/{key}/increment")
+                if h["assemblex-actor-owner"] == owner:
+                    break
+                if time.monotonic() > settle:
+                    raise RuntimeError(f"owner moved from {owner} to {h['assemblex-actor-owner']}")
+                time.sleep(0.5)
             before = int(data.split()[0])
             victim = by_name[owner]
             victim.kill()
