@@ -788,11 +788,11 @@ class Actors:
     def _fire(self, app: str, key: str, alarm_at: int) -> None:
         k = (app, key)
         if k in self._alarm_tasks:
+            # A call for this actor's alarm is on its way (from the scan of due alarms, say,
+            # routed before this node took the actor): look again in a second rather than
+            # drop this timer, which may be the only one.
+            asyncio.get_running_loop().call_later(1.0, self._fire, app, key, alarm_at)
             return
-        now = time.monotonic()
-        if self._fired.get(k, (None, 0.0))[0] == alarm_at and now - self._fired[k][1] < 30:
-            return  # asked already: its owner ran it, and this node's record is behind
-        self._fired[k] = (alarm_at, now)
         self._alarm_tasks.add(k)
 
         async def run() -> None:
