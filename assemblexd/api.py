@@ -393,14 +393,20 @@ async def deploy(request: web.Request) -> web.Response:
     )
 
 
-async def call(request: web.Request) -> web.Response:
+async def _call_payload(request: web.Request) -> bytes:
+    """The payload of a call (``/call``, ``/actors``), once the call token is checked."""
     node = _node(request)
     if node.config.call_token:
         _check_token(request, node.config.call_token)
     limit = node.config.max_payload_mib * MIB
     _check_length(request, limit, "payload")
     async with _body_deadline(request):
-        payload = await _read_limited(request.content.read, limit, "payload")
+        return await _read_limited(request.content.read, limit, "payload")
+
+
+async def call(request: web.Request) -> web.Response:
+    node = _node(request)
+    payload = await _call_payload(request)
     result = await node.call(
         request.match_info["app"], request.match_info.get("op", "main"), payload
     )
@@ -409,12 +415,7 @@ async def call(request: web.Request) -> web.Response:
 
 async def actor_call(request: web.Request) -> web.Response:
     node = _node(request)
-    if node.config.call_token:
-        _check_token(request, node.config.call_token)
-    limit = node.config.max_payload_mib * MIB
-    _check_length(request, limit, "payload")
-    async with _body_deadline(request):
-        payload = await _read_limited(request.content.read, limit, "payload")
+    payload = await _call_payload(request)
     m = request.match_info
     answer = await node.actor_call(m["app"], m["key"], m["op"], payload)
     headers = {

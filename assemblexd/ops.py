@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from .apps import LoadedApp, Supervisors
 from .config import MIB, Config
@@ -146,17 +147,13 @@ class Operations:
 
         Raises UnknownApp, GuestError, CallTimeout, Overloaded, PayloadTooLarge.
         """
-        config = self._config
-        if len(payload) > config.max_payload_mib * MIB:
-            raise PayloadTooLarge(f"payload is over the {config.max_payload_mib} MiB limit")
+        self._check_payload(payload)
         loaded = self._supervisors.loaded.get(app)
         if loaded is None:
             raise UnknownApp(app)
         pool = loaded.pool
-        started = time.perf_counter()
-        deadline = asyncio.get_running_loop().time() + config.call_wall_timeout
-        outcome = "error"
-        try:
+        with _observed(loaded, op) as outcome:
+            deadline = asyncio.get_running_loop().time() + self._config.call_wall_timeout
             try:
                 inst = await pool.acquire(deadline)
             except WasmTrap as exc:
@@ -166,35 +163,26 @@ class Operations:
                 response = await self._run(inst, op, payload, host, deadline)
             finally:
                 pool.release(inst)
-            outcome = "ok"
+            outcome.ok()
             return response
-        except CallTimeout:
-            outcome = "timeout"
-            raise
-        finally:
-            loaded.observe(op, outcome, time.perf_counter() - started)
 
     async def call_actor(
         self, loaded: LoadedApp, inst: Instance, op: str, payload: bytes, actor: ActorHost
     ) -> bytes:
         """Run one operation of an actor on its own instance ``inst``, its ``actor`` namespace
         bound to ``actor``. Raises what :meth:`call` raises."""
-        config = self._config
-        if len(payload) > config.max_payload_mib * MIB:
-            raise PayloadTooLarge(f"payload is over the {config.max_payload_mib} MiB limit")
-        started = time.perf_counter()
-        deadline = asyncio.get_running_loop().time() + config.call_wall_timeout
-        outcome = "error"
-        try:
+        self._check_payload(payload)
+        with _observed(loaded, op) as outcome:
+            deadline = asyncio.get_running_loop().time() + self._config.call_wall_timeout
             host = self._host.handler(loaded.record, 0, actor)
             response = await self._run(inst, op, payload, host, deadline)
-            outcome = "ok"
+            outcome.ok()
             return response
-        except CallTimeout:
-            outcome = "timeout"
-            raise
-        finally:
-            loaded.observe(op, outcome, time.perf_counter() - started)
+
+    def _check_payload(self, payload: bytes) -> None:
+        limit = self._config.max_payload_mib
+        if len(payload) > limit * MIB:
+            raise PayloadTooLarge(f"payload is over the {limit} MiB limit")
 
     async def _run(
         self, inst: Instance, op: str, payload: bytes, host: HostHandler, deadline: float
@@ -215,6 +203,32 @@ class Operations:
                 f"response of {len(response)} bytes is over the {config.max_payload_mib} MiB limit"
             )
         return response
+
+
+class _Outcome:
+    """A call's outcome label for the metrics: ``error`` until the call says otherwise."""
+
+    __slots__ = ("label",)
+
+    def __init__(self) -> None:
+        self.label = "error"
+
+    def ok(self) -> None:
+        self.label = "ok"
+
+
+@contextlib.contextmanager
+def _observed(loaded: LoadedApp, op: str) -> Iterator[_Outcome]:
+    """Count the call and time it (``ok``, ``timeout``, or ``error``)."""
+    started = time.perf_counter()
+    outcome = _Outcome()
+    try:
+        yield outcome
+    except CallTimeout:
+        outcome.label = "timeout"
+        raise
+    finally:
+        loaded.observe(op, outcome.label, time.perf_counter() - started)
 
 
 def _capabilities(capabilities: Sequence[str] | None) -> tuple[str, ...]:

@@ -100,14 +100,14 @@ GUARDS: tuple[Guard, ...] = (
     Guard(
         "payload: checked while streaming",
         API,
-        'payload = await _read_limited(request.content.read, limit, "payload")',
-        'payload = await _read_limited(request.content.read, 1 << 62, "payload")',
+        'return await _read_limited(request.content.read, limit, "payload")',
+        'return await _read_limited(request.content.read, 1 << 62, "payload")',
         (T_CHUNK,),
     ),
     Guard(
         "payload: size (node)",
         OPS,
-        "if len(payload) > config.max_payload_mib * MIB:",
+        "if len(payload) > limit * MIB:",
         "if False:",
         (f"{T_RUN}::test_payload_limit",),
     ),
