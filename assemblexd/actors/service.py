@@ -20,12 +20,12 @@ from typing import Any, Protocol
 from ..errors import AssemblexError, BadRequest, CallTimeout, GuestError, HostError, UnknownApp
 from ..runtime import WasmTrap
 from . import core
-from .core import LEASE, Quorum, Record, Sessions, State
+from .core import LEASE, Quorum, Sessions, State
 from .errors import ActorUnavailable, Forwarded, NoQuorum
 from .store import ActorStore
 from .wire import NotSent, PeerClient
 
-__all__ = ["Actors", "Answer", "Member"]
+__all__ = ["Active", "ActorHost", "Actors", "Answer", "Held", "Member", "Retry"]
 
 log = logging.getLogger("assemblexd.actors")
 
@@ -1066,6 +1066,3 @@ def _int(message: dict[str, Any], field: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise BadRequest(f"actor message: {field} must be an integer")
     return value
-
-
-__all__ += ["Active", "ActorHost", "Held", "Record", "Retry"]

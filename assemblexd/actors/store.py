@@ -124,7 +124,7 @@ class ActorStore:
             ).fetchone()
             return b"" if row is None else bytes(row[0])
 
-        result: bytes = await self._submit(job, write=False)
+        result: bytes = await self._submit(job)
         return result
 
     async def delete_app(self, app: str) -> None:
@@ -133,7 +133,7 @@ class ActorStore:
             del self.records[k]
         await self._submit(lambda db: db.execute("DELETE FROM actors WHERE app = ?", (app,)))
 
-    def _submit(self, job: Job, *, write: bool = True) -> asyncio.Future[Any]:
+    def _submit(self, job: Job) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._jobs.put((job, future, loop))
