@@ -393,11 +393,17 @@ async def deploy(request: web.Request) -> web.Response:
     )
 
 
+def _check_call_token(request: web.Request) -> None:
+    """Calls (``/call``, ``/actors``) take the call token, when the node has one."""
+    call_token = _node(request).config.call_token
+    if call_token:
+        _check_token(request, call_token)
+
+
 async def _call_payload(request: web.Request) -> bytes:
     """The payload of a call (``/call``, ``/actors``), once the call token is checked."""
     node = _node(request)
-    if node.config.call_token:
-        _check_token(request, node.config.call_token)
+    _check_call_token(request)
     limit = node.config.max_payload_mib * MIB
     _check_length(request, limit, "payload")
     async with _body_deadline(request):
@@ -427,8 +433,7 @@ async def actor_call(request: web.Request) -> web.Response:
 
 async def actor_info(request: web.Request) -> web.Response:
     node = _node(request)
-    if node.config.call_token:
-        _check_token(request, node.config.call_token)
+    _check_call_token(request)
     m = request.match_info
     return web.json_response(await node.actor_info(m["app"], m["key"]))
 

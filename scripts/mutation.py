@@ -167,7 +167,7 @@ GUARDS: tuple[Guard, ...] = (
     Guard(
         "token: compared",
         API,
-        "if not hmac.compare_digest(given.strip().encode(), token.encode()):",
+        "if not hmac.compare_digest(given.encode(), token.encode()):",
         "if False:",
         (f"{T_API}::test_token_required_for_deploy_and_delete",),
     ),
@@ -181,8 +181,8 @@ GUARDS: tuple[Guard, ...] = (
     Guard(
         "call token: asked by calls",
         API,
-        "if node.config.call_token:\n        _check_token(request, node.config.call_token)",
-        "if False:\n        _check_token(request, node.config.call_token)",
+        "    if call_token:\n        _check_token(request, call_token)",
+        "    if False:\n        _check_token(request, call_token)",
         (f"{T_SEC}::test_calls_need_the_call_token",),
     ),
     # -- cluster key ------------------------------------------------------------------------
