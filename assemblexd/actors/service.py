@@ -758,7 +758,9 @@ class Actors:
                     self._drop(slot, slot.active)
 
     def _drop(self, slot: _Slot, act: Active) -> None:
-        """Passivate ``act``: its instance freed, its alarm timer stopped."""
+        """Passivate ``act``: its instance freed, its alarm timer stopped, and its generation
+        released at the acceptors (whatever the reason: a holding left behind would name this
+        node as the owner to them until its session ends)."""
         self._free_instance(act)
         if act.timer is not None:
             act.timer.cancel()
@@ -766,6 +768,7 @@ class Actors:
         if slot.active is act:
             slot.active = None
             self._active -= 1
+            self._spawn(self._release(act.app, act.key, act.gen), "release")
 
     def _free_instance(self, act: Active) -> None:
         if act.inst is not None:
