@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
+import pytest
 import redis
 import wasmtime
 from aiohttp import web
@@ -36,6 +37,23 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 WAT_DIR = REPO_ROOT / "guests" / "wat"
 
 REDIS_START_TIMEOUT = 5.0
+
+
+GUEST_BUILD_DIR = REPO_ROOT / "guests" / "build"
+"""Where scripts/build-guests writes ``<lang>-<example>.wasm``."""
+
+
+def guest_wasm(lang: str, example: str) -> bytes:
+    """The built module, or a test failure that says how to build it."""
+    path = GUEST_BUILD_DIR / f"{lang}-{example}.wasm"
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pytest.fail(
+            f"{path.relative_to(REPO_ROOT)} is missing: run scripts/build-guests {lang} "
+            "(scripts/test builds every guest before running pytest)",
+            pytrace=False,
+        )
 
 
 def daemon_env() -> dict[str, str]:

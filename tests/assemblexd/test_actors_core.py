@@ -225,7 +225,7 @@ def test_prepare_refuses_an_actor_held_by_another_live_session_of_the_same_node(
     s = _acceptor()
     s.heartbeat("a", 2, 99.5)
     held = Record(promised=3, holder="a", holder_session=2)
-    # Session 1 is older than the live one: it is refused as lapsed before anything else.
+    # a's lease session 1 is older than its live one: refused as lapsed before anything else.
     assert core.prepare(held, s, "a", 1, 4, 100.0) == Refusal("lapsed", 3)
 
 
@@ -246,7 +246,7 @@ def test_a_restarted_holder_does_not_block_itself() -> None:
     s = _acceptor()
     s.heartbeat("a", 1, 99.0)
     held = Record(promised=3, holder="a", holder_session=1)
-    decision = core.prepare(held, s, "a", 2, 4, 99.5)  # a restarted: session 2
+    decision = core.prepare(held, s, "a", 2, 4, 99.5)  # a restarted, in lease session 2
     assert isinstance(decision, Grant)
     assert decision.record.holder_session == 2
 

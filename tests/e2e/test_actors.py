@@ -33,7 +33,7 @@ import msgpack
 import pytest
 from aiohttp import web
 from cluster import Daemon, LocalCluster, poll, whole_cluster
-from helpers import REPO_ROOT, load_wat, run_cli
+from helpers import guest_wasm, load_wat, run_cli
 
 from assemblexd.actors import wire
 from assemblexd.actors.wire import PeerClient
@@ -41,7 +41,6 @@ from assemblexd.auth import ACTORS, blob_proof, proof_nonce, reply_mac
 
 pytestmark = pytest.mark.e2e
 
-BUILD_DIR = REPO_ROOT / "guests" / "build"
 APP = "counter"
 STATE_MAX = 64
 CLUSTER_KEY = "e2e-actors-cluster-key-0123456789"
@@ -53,15 +52,7 @@ LANGS = ("rust", "go", "assemblyscript", "zig")
 
 def counter_wasm(lang: str = "rust") -> bytes:
     """The built counter, or a test failure that says how to build it."""
-    path = BUILD_DIR / f"{lang}-counter.wasm"
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        pytest.fail(
-            f"{path.relative_to(REPO_ROOT)} is missing: run scripts/build-guests {lang} "
-            "(scripts/test builds every guest before running pytest)",
-            pytrace=False,
-        )
+    return guest_wasm(lang, "counter")
 
 
 def with_custom_section(wasm: bytes, tag: str) -> bytes:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 import redis
-from helpers import REPO_ROOT
+from helpers import GUEST_BUILD_DIR, guest_wasm
 
 from assemblexd.config import Config
 from assemblexd.errors import GuestError, HostError
@@ -32,27 +32,13 @@ from assemblexd.runtime import CompiledModule, Engine, Instance, Scheduler
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.redis]
 
-BUILD_DIR = REPO_ROOT / "guests" / "build"
-CACHE_DIR = BUILD_DIR / ".cache" / "compiled-for-tests"
+CACHE_DIR = GUEST_BUILD_DIR / ".cache" / "compiled-for-tests"
 LANGS = ("rust", "go", "assemblyscript", "zig")
 EXAMPLES = ("hello", "redis3", "fib", "kv", "counter")
 
 REDIS_VALUES = {"some_key1": b"alpha-", "some_key2": "βeta-".encode(), "some_key3": b"\x00gamma"}
 
 Deploy = Callable[..., Awaitable[str]]
-
-
-def guest_wasm(lang: str, example: str) -> bytes:
-    """The built module, or a test failure that says how to build it."""
-    path = BUILD_DIR / f"{lang}-{example}.wasm"
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        pytest.fail(
-            f"{path.relative_to(REPO_ROOT)} is missing: run scripts/build-guests {lang} "
-            "(scripts/test builds every guest before running pytest)",
-            pytrace=False,
-        )
 
 
 class Deployer:
@@ -87,7 +73,7 @@ def compiled_cache() -> Path:
     """
     cache = CACHE_DIR
     cache.mkdir(parents=True, exist_ok=True)
-    current = {hashlib.sha256(p.read_bytes()).hexdigest() for p in BUILD_DIR.glob("*.wasm")}
+    current = {hashlib.sha256(p.read_bytes()).hexdigest() for p in GUEST_BUILD_DIR.glob("*.wasm")}
     for path in cache.glob("*.cwasm"):
         if path.name.split("-", 1)[0] not in current:
             path.unlink(missing_ok=True)
